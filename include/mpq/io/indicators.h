@@ -1,0 +1,42 @@
+// Importance-indicator files (SPEC §3): the learned LSQ scale of every
+// searchable layer at every candidate bit-width, as the original's pickle
+//   {'weight': {layer: {'6': s, '5': s, ...}}, 'act': {...}, 'layer_name': [...]}
+// with bit-width keys as strings and layer names in searchable order, maybe
+// prefixed with 'module.'.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+namespace mpq::io {
+
+struct Indicators {
+  std::vector<std::string> layer_names;  // searchable order, 'module.' prefix removed
+  // weight[l][bits] and act[l][bits]: the scale of layer l at that bit-width.
+  std::vector<std::map<int, double>> weight, act;
+};
+
+// Reads and validates an indicator file: every layer of layer_name has a
+// weight and an act table, bit keys are integers 1..32, values finite and
+// positive. Throws InputError naming the file and what was found.
+Indicators load_indicators(const std::string& path);
+
+// Writes the original's pickle layout; `module_prefix` adds 'module.' to the
+// names as the original's extractor does. Atomic (temporary file + rename).
+void save_indicators(const std::string& path, const Indicators& ind, bool module_prefix = true);
+
+// Checks the file against a model's searchable layers (same names, same
+// order) and candidate bit-widths (present for every layer), naming the first
+// missing or extra layer or bit-width. `source` names the file in messages.
+void check_indicators(const Indicators& ind, const std::vector<std::string>& layers, const std::vector<int>& bits,
+                      const std::string& source);
+
+// Writes `data` to `path` atomically: temporary file beside it, fsync, rename.
+void write_file_atomic(const std::string& path, const std::string& data);
+
+// Lowercase hex SHA-256 of a file's bytes.
+std::string sha256_file(const std::string& path);
+std::string sha256_hex(const std::string& data);
+
+}  // namespace mpq::io

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs mpq's build and test dependencies from Debian 12's packages.
+# Idempotent: installs only what is missing, and runs apt-get update only then.
+set -euo pipefail
+
+packages=(
+  build-essential cmake pkg-config ccache
+  libtorch-dev            # LibTorch 1.13.1 (CPU): the torch plugin
+  coinor-libcbc-dev       # CBC/CLP: the search ILP
+  libyaml-cpp-dev libcli11-dev libspdlog-dev
+  libopencv-dev           # image decoding for ImageNet-style data
+  libgtest-dev zlib1g-dev
+  libgloo-dev             # headers for c10d's Gloo backend
+  dataset-fashion-mnist   # real data for the demo and the end-to-end tests
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install_deps: all ${#packages[@]} packages present" >&2
+  exit 0
+fi
+echo "install_deps: installing ${missing[*]}" >&2
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,10 @@
+// mpq eval: accuracy, size and BitOPs of a policy, after BN recalibration. Runs in the torch plugin.
+#include "cli/commands.h"
+
+namespace mpq::cli {
+
+Command setup_eval(CLI::App& app, const Globals& g) {
+  return config_command(app, g, "eval", "accuracy, size and BitOPs of a policy, after BN recalibration");
+}
+
+}  // namespace mpq::cli

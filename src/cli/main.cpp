@@ -1,0 +1,58 @@
+// mpq: mixed-precision quantization via learned layer-wise importance.
+// Never links libtorch: --help, config validation and search start in ms.
+#include <cstdio>
+#include <exception>
+#include <utility>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "cli/commands.h"
+#include "mpq/common/error.h"
+#include "mpq/common/log.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"mpq: mixed-precision quantization with learned layer-wise importance (LIMPQ, ECCV 2022)", "mpq"};
+  app.set_version_flag("--version", "mpq 0.1.0");
+  app.require_subcommand(1);
+  app.fallthrough();
+  mpq::cli::Globals g;
+  app.add_option("--log-level", g.log_level, "trace, debug, info, warn, error or off (default: $SPDLOG_LEVEL or info)");
+  app.footer(
+      "Exit codes: 0 ok, 1 runtime failure, 2 usage or config error, 3 search infeasible,\n"
+      "4 search time limit without a solution.");
+  std::vector<mpq::cli::Command> commands;
+  for (auto setup : {mpq::cli::setup_search, mpq::cli::setup_pretrain, mpq::cli::setup_extract,
+                     mpq::cli::setup_finetune, mpq::cli::setup_eval})
+    commands.push_back(setup(app, g));
+
+  try {
+    app.parse(argc, argv);
+    mpq::log::setup(g.log_level);
+    for (const auto& c : commands)
+      if (c.sub->parsed()) c.run();
+  } catch (const CLI::CallForHelp&) {
+    return app.exit(CLI::CallForHelp());
+  } catch (const CLI::CallForAllHelp&) {
+    return app.exit(CLI::CallForAllHelp());
+  } catch (const CLI::CallForVersion& e) {
+    std::printf("%s\n", e.what());
+    return 0;
+  } catch (const CLI::ParseError& e) {
+    // One line, exit 2, whatever CLI11's own code would be.
+    std::string sub;
+    for (const auto* s : app.get_subcommands()) sub = " " + s->get_name();
+    std::fprintf(stderr, "mpq%s: %s; see 'mpq%s --help'\n", sub.c_str(), e.what(), sub.c_str());
+    return static_cast<int>(mpq::ExitCode::kUsage);
+  } catch (const mpq::Error& e) {
+    std::fprintf(stderr, "mpq: %s\n", e.what());
+    return static_cast<int>(e.exit_code());
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "mpq: out of memory\n");
+    return static_cast<int>(mpq::ExitCode::kRuntime);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "mpq: internal error: %s; please report this\n", e.what());
+    return static_cast<int>(mpq::ExitCode::kRuntime);
+  }
+  return 0;
+}

@@ -1,0 +1,92 @@
+// Finds and loads libmpq_torch.so, and runs one torch subcommand there.
+#include <dlfcn.h>
+#include <limits.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <spdlog/spdlog.h>
+
+#include "cli/commands.h"
+#include "mpq/common/error.h"
+#include "mpq/plugin/torch_plugin.h"
+
+namespace mpq::cli {
+
+namespace {
+
+std::string exe_dir() {
+  char buf[PATH_MAX];
+  const ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n <= 0) return ".";
+  std::string p(buf, static_cast<size_t>(n));
+  return p.substr(0, p.find_last_of('/'));
+}
+
+// Candidate paths, in order: $MPQ_TORCH_PLUGIN, next to the executable, ../lib/mpq.
+std::vector<std::string> candidates() {
+  std::vector<std::string> c;
+  if (const char* env = std::getenv(MPQ_TORCH_PLUGIN_ENV); env && *env) c.emplace_back(env);
+  const std::string dir = exe_dir();
+  c.push_back(dir + "/" MPQ_TORCH_PLUGIN_FILE);
+  c.push_back(dir + "/../lib/mpq/" MPQ_TORCH_PLUGIN_FILE);
+  return c;
+}
+
+}  // namespace
+
+void run_torch_command(const std::string& command, const std::vector<std::string>& args, const Globals& g) {
+  void* handle = nullptr;
+  std::string tried;
+  for (const auto& path : candidates()) {
+    if (::access(path.c_str(), F_OK) != 0) {
+      tried += (tried.empty() ? "" : ", ") + path + " (missing)";
+      continue;
+    }
+    handle = ::dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+    if (handle) {
+      spdlog::debug("torch plugin: loaded {}", path);
+      break;
+    }
+    tried += (tried.empty() ? "" : ", ") + path + " (" + ::dlerror() + ")";
+  }
+  MPQ_CHECK_T(RuntimeError, handle != nullptr, "mpq ", command,
+              ": not available in this build: the torch plugin " MPQ_TORCH_PLUGIN_FILE " could not be loaded (tried ",
+              tried, "); build with -DMPQ_WITH_TORCH=ON or point " MPQ_TORCH_PLUGIN_ENV " at the plugin");
+  auto abi = reinterpret_cast<mpq_torch_abi_fn>(::dlsym(handle, MPQ_TORCH_ABI_SYMBOL));
+  auto run = reinterpret_cast<mpq_torch_run_fn>(::dlsym(handle, MPQ_TORCH_RUN_SYMBOL));
+  MPQ_CHECK_T(RuntimeError, abi && run, "mpq ", command, ": the torch plugin lacks its entry points (a stale build? rebuild mpq)");
+  MPQ_CHECK_T(RuntimeError, abi() == MPQ_TORCH_PLUGIN_ABI, "mpq ", command, ": the torch plugin speaks ABI ", abi(),
+              " but mpq speaks ", MPQ_TORCH_PLUGIN_ABI, " (rebuild both from one tree)");
+  std::vector<const char*> argv;
+  for (const auto& s : args) argv.push_back(s.c_str());
+  mpq_torch_request req{MPQ_TORCH_PLUGIN_ABI, command.c_str(), static_cast<int>(argv.size()), argv.data(),
+                        g.log_level.c_str()};
+  mpq_torch_response resp{};
+  const int code = run(&req, &resp);
+  resp.error[sizeof resp.error - 1] = '\0';
+  if (code != 0) throw Error(resp.error[0] ? resp.error : "mpq " + command + " failed", static_cast<ExitCode>(code));
+  // The plugin stays loaded until exit: libtorch does not support unloading.
+}
+
+Command config_command(CLI::App& app, const Globals& g, const char* name, const char* help) {
+  struct Args {
+    std::string config;
+    std::vector<std::string> sets;
+  };
+  auto a = std::make_shared<Args>();
+  CLI::App* sub = app.add_subcommand(name, help);
+  sub->add_option("config", a->config, "YAML config (the original's keys)")->required()->check(CLI::ExistingFile);
+  sub->add_option("--set", a->sets, "override a config key: --set lr=0.01 (repeatable)");
+  const std::string command = name;
+  return {sub, [a, &g, command] {
+            std::vector<std::string> args{a->config};
+            for (const auto& s : a->sets) args.insert(args.end(), {"--set", s});
+            run_torch_command(command, args, g);
+          }};
+}
+
+}  // namespace mpq::cli

@@ -1,0 +1,45 @@
+// Solver-neutral LP/MIP model and the two COIN-OR calls mpq makes:
+// CLP for the LP relaxation, CBC for the integer program. The only file that
+// includes COIN headers is coin.cpp.
+#pragma once
+
+#include <vector>
+
+namespace mpq::search {
+
+// min obj·x  s.t.  row_lb <= A x <= row_ub,  col_lb <= x <= col_ub.
+// A is column-major: column c holds rows[starts[c]..starts[c+1]) with vals.
+struct LinearModel {
+  int num_rows = 0;
+  std::vector<double> obj, col_lb, col_ub;
+  std::vector<int> starts{0}, rows;
+  std::vector<double> vals;
+  std::vector<double> row_lb, row_ub;
+  int num_cols() const { return static_cast<int>(obj.size()); }
+};
+
+struct LpResult {
+  bool optimal = false;
+  bool infeasible = false;
+  double objective = 0;
+  std::vector<double> x, reduced_cost;
+  std::vector<double> row_price;  // duals; <= 0 on binding <= rows of a minimisation
+};
+
+// Solves the LP relaxation with CLP's dual simplex.
+LpResult solve_lp(const LinearModel& m, double time_limit_s);
+
+struct MipResult {
+  enum class Status { kOptimal, kInfeasible, kLimitWithSolution, kLimitNoSolution, kError } status = Status::kError;
+  double objective = 0;   // valid with a solution
+  double bound = 0;       // best proven lower bound
+  std::vector<double> x;  // empty without a solution
+  int nodes = 0;
+};
+
+// Solves with every column integer. `start` (may be empty) is a MIP start;
+// `cutoff` (inf for none) discards solutions not better than it, so an
+// "infeasible" answer with a cutoff means "nothing better than the cutoff".
+MipResult solve_mip(const LinearModel& m, const std::vector<double>& start, double cutoff, double time_limit_s);
+
+}  // namespace mpq::search

@@ -1,0 +1,134 @@
+// Geometry files: user-described models for `mpq search --geometry`.
+#include <set>
+#include <sstream>
+
+#include "config/yaml_util.h"
+#include "mpq/common/error.h"
+#include "mpq/search/geometry.h"
+
+namespace mpq::search {
+
+namespace {
+
+using config::as_bool;
+using config::as_int;
+using config::as_string;
+using config::where;
+
+const std::vector<std::string> kLayerKeys = {"name", "type", "in", "out", "kernel", "stride", "padding", "groups",
+                                             "in_hw", "out_hw", "params", "macs", "searchable"};
+const std::vector<std::string> kTopKeys = {"model", "input_hw", "layers"};
+
+void read_hw(const std::string& file, const YAML::Node& n, const std::string& key, int& h, int& w) {
+  MPQ_CHECK(n.IsSequence() && n.size() == 2, where(file, n), ": ", key, " must be a list [H, W]");
+  h = static_cast<int>(as_int(file, n[0], key));
+  w = static_cast<int>(as_int(file, n[1], key));
+  MPQ_CHECK(h > 0 && w > 0, where(file, n), ": ", key, " must be positive");
+}
+
+std::vector<LayerGeometry> read_layers(const std::string& file, const YAML::Node& list) {
+  MPQ_CHECK(list.IsSequence() && list.size() > 0, where(file, list), ": layers must be a non-empty list");
+  std::vector<LayerGeometry> layers;
+  std::set<std::string> names;
+  bool any_explicit = false;
+  for (const auto& n : list) {
+    config::check_keys(file, n, "layers[]", kLayerKeys);
+    LayerGeometry l;
+    MPQ_CHECK(n["name"], where(file, n), ": layer has no 'name'");
+    l.name = as_string(file, n["name"], "name");
+    MPQ_CHECK(names.insert(l.name).second, where(file, n), ": layer '", l.name, "' appears twice");
+    const std::string ctx = "layer '" + l.name + "': ";
+    if (n["type"]) {
+      l.type = as_string(file, n["type"], "type");
+      MPQ_CHECK(l.type == "conv" || l.type == "linear", where(file, n["type"]), ": ", ctx,
+                "type must be conv or linear (got '", l.type, "')");
+    }
+    for (const char* key : {"params", "macs"}) {
+      MPQ_CHECK(n[key], where(file, n), ": ", ctx, "missing '", key, "'");
+      const int64_t v = as_int(file, n[key], key);
+      MPQ_CHECK(v > 0, where(file, n[key]), ": ", ctx, key, " must be positive (got ", v, ")");
+      (std::string(key) == "params" ? l.params : l.macs) = v;
+    }
+    if (n["in"]) l.in = as_int(file, n["in"], "in");
+    if (n["out"]) l.out = as_int(file, n["out"], "out");
+    if (n["kernel"]) l.kernel = static_cast<int>(as_int(file, n["kernel"], "kernel"));
+    if (n["stride"]) l.stride = static_cast<int>(as_int(file, n["stride"], "stride"));
+    if (n["padding"]) l.padding = static_cast<int>(as_int(file, n["padding"], "padding"));
+    else if (l.kernel > 0) l.padding = l.kernel / 2;  // "same" padding, as every zoo conv
+    if (n["groups"]) l.groups = static_cast<int>(as_int(file, n["groups"], "groups"));
+    if (n["in_hw"]) read_hw(file, n["in_hw"], "in_hw", l.in_h, l.in_w);
+    if (n["out_hw"]) read_hw(file, n["out_hw"], "out_hw", l.out_h, l.out_w);
+    if (n["searchable"]) {
+      l.searchable = as_bool(file, n["searchable"], "searchable");
+      any_explicit = true;
+    }
+    l.original_macs = original_conv_macs(l);
+    layers.push_back(std::move(l));
+  }
+  if (!any_explicit) {  // SPEC §2: every conv except the first
+    bool first = true;
+    for (auto& l : layers) {
+      l.searchable = l.type == "conv" && !first;
+      if (l.type == "conv") first = false;
+    }
+  }
+  bool any = false;
+  for (const auto& l : layers) any |= l.searchable;
+  MPQ_CHECK(any, file, ": no searchable layer (mark layers with 'searchable: true')");
+  return layers;
+}
+
+}  // namespace
+
+ModelGeometry load_geometry(const std::string& path, const std::string& model) {
+  const YAML::Node root = config::load_yaml_file(path);
+  ModelGeometry g;
+  if (root.IsMap() && !root["layers"]) {
+    // A mapping from model names to layer lists.
+    std::vector<std::string> names;
+    for (const auto& kv : root) names.push_back(kv.first.Scalar());
+    MPQ_CHECK(!model.empty() || names.size() == 1, path, ": holds several models (", [&] {
+      std::string s;
+      for (const auto& n : names) s += (s.empty() ? "" : ", ") + n;
+      return s;
+    }(), "); pick one with --model");
+    const std::string pick = model.empty() ? names[0] : model;
+    const YAML::Node list = root[pick];
+    if (!list) {
+      const std::string hint = config::close_match(pick, names);
+      throw InputError(path + ": has no model '" + pick + "'" + (hint.empty() ? "" : " (did you mean '" + hint + "'?)"));
+    }
+    g.model = pick;
+    g.layers = read_layers(path, list);
+  } else {
+    config::check_keys(path, root, "", kTopKeys);
+    MPQ_CHECK(root["layers"], path, ": no 'layers' list");
+    g.model = root["model"] ? as_string(path, root["model"], "model") : (model.empty() ? "custom" : model);
+    if (root["input_hw"]) read_hw(path, root["input_hw"], "input_hw", g.input_h, g.input_w);
+    g.layers = read_layers(path, root["layers"]);
+  }
+  if (g.input_h == 0 && !g.layers.empty() && g.layers[0].in_h > 0) {
+    g.input_h = g.layers[0].in_h;
+    g.input_w = g.layers[0].in_w;
+  }
+  return g;
+}
+
+std::string geometry_to_yaml(const ModelGeometry& g) {
+  std::ostringstream os;
+  os << "# mpq layer geometry: forward order; params = weight elements, macs per image\n";
+  os << "model: " << g.model << "\n";
+  if (g.input_h > 0) os << "input_hw: [" << g.input_h << ", " << g.input_w << "]\n";
+  os << "layers:\n";
+  for (const auto& l : g.layers) {
+    os << "  - {name: \"" << l.name << "\", type: " << l.type;
+    if (l.in > 0) os << ", in: " << l.in << ", out: " << l.out;
+    if (l.type == "conv" && l.kernel > 0)
+      os << ", kernel: " << l.kernel << ", stride: " << l.stride << ", padding: " << l.padding << ", groups: " << l.groups;
+    if (l.in_h > 0) os << ", in_hw: [" << l.in_h << ", " << l.in_w << "], out_hw: [" << l.out_h << ", " << l.out_w << "]";
+    os << ", params: " << l.params << ", macs: " << l.macs << ", searchable: " << (l.searchable ? "true" : "false") << "}\n";
+  }
+  return os.str();
+}
+
+}  // namespace mpq::search

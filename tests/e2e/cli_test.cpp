@@ -1,0 +1,150 @@
+// The real `mpq` binary: exit codes, stdout formats and the text of errors.
+#include <gtest/gtest.h>
+
+#include <sys/wait.h>
+
+#include <yaml-cpp/yaml.h>
+
+#include "test_util.h"
+
+namespace {
+
+struct Result {
+  int code;
+  std::string out, err;
+};
+
+Result mpq_run(const std::string& args) {
+  mpq::test::TempDir dir;
+  const std::string cmd = std::string(MPQ_BINARY) + " " + args + " >" + dir.file("out") + " 2>" + dir.file("err") + " </dev/null";
+  const int status = std::system(cmd.c_str());
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : 128, mpq::test::read_all(dir.file("out")),
+          mpq::test::read_all(dir.file("err"))};
+}
+
+std::string paper_args() {
+  return "search --model resnet50 --i " + mpq::test::golden("importance_indicators_resnet50.pkl") +
+         " --b 6 5 4 3 2 --wb 3 --ab 4 --cr 12.2 --bops";
+}
+
+int lines(const std::string& s) { return static_cast<int>(std::count(s.begin(), s.end(), '\n')); }
+
+}  // namespace
+
+TEST(Cli, PaperSearchWritesThePolicyOnStdout) {
+  const Result r = mpq_run(paper_args());
+  ASSERT_EQ(r.code, 0) << r.err;
+  const YAML::Node ref = YAML::LoadFile(mpq::test::golden("search_paper_r50.json"));
+  const YAML::Node pol = YAML::Load(r.out);
+  EXPECT_EQ(pol["weight_bits"].as<std::vector<int>>(), ref["weight_bits"].as<std::vector<int>>());
+  EXPECT_EQ(pol["act_bits"].as<std::vector<int>>(), ref["act_bits"].as<std::vector<int>>());
+  EXPECT_EQ(pol["layers"].size(), 52u);
+  EXPECT_EQ(pol["solver"]["status"].as<std::string>(), "optimal");
+  EXPECT_EQ(pol["solver"]["objective"].as<std::string>(), "4.61743923");
+  const YAML::Node rep = pol["report"];
+  EXPECT_EQ(rep["compression_ratio"].as<std::string>(), "12.2029");
+  EXPECT_EQ(rep["fp_size_mb"].as<std::string>(), "97.286");
+  EXPECT_EQ(rep["size_mb"].as<std::string>(), "7.972");
+  EXPECT_EQ(rep["gbitops"].as<std::string>(), "56.035");
+  EXPECT_EQ(rep["target_gbitops"].as<std::string>(), "56.036");
+  EXPECT_EQ(pol["indicators"]["sha256"].as<std::string>().size(), 64u);
+  // weight_bits as one line, pasteable into the original's finetune YAML.
+  EXPECT_NE(r.out.find("\nweight_bits: [6, 3, 4, 5, "), std::string::npos);
+  EXPECT_NE(r.err.find("info: search: optimal"), std::string::npos);
+}
+
+TEST(Cli, JsonAndOutputFile) {
+  const Result j = mpq_run(paper_args() + " --json");
+  ASSERT_EQ(j.code, 0) << j.err;
+  EXPECT_EQ(j.out.front(), '{');
+  EXPECT_EQ(YAML::Load(j.out)["act_bits"].size(), 52u);
+  mpq::test::TempDir dir;
+  const Result o = mpq_run(paper_args() + " -o " + dir.file("p.yaml"));
+  ASSERT_EQ(o.code, 0) << o.err;
+  EXPECT_TRUE(o.out.empty());
+  EXPECT_EQ(YAML::LoadFile(dir.file("p.yaml"))["weight_bits"].size(), 52u);
+}
+
+TEST(Cli, GeometryFileGivesTheSamePolicy) {
+  const Result a = mpq_run(paper_args());
+  const Result b = mpq_run(paper_args() + " --geometry " + mpq::test::golden("geometry_224.json"));
+  ASSERT_EQ(b.code, 0) << b.err;
+  EXPECT_EQ(YAML::Load(a.out)["weight_bits"].as<std::vector<int>>(), YAML::Load(b.out)["weight_bits"].as<std::vector<int>>());
+}
+
+TEST(Cli, InfeasibleExits3NamingTheConstraint) {
+  const Result r = mpq_run("search --model resnet50 --i " + mpq::test::golden("importance_indicators_resnet50.pkl") +
+                        " --b 6 5 4 3 2 --cr 16");
+  EXPECT_EQ(r.code, 3);
+  EXPECT_EQ(r.err,
+            "mpq: search: no bit assignment meets --cr 16 (the largest compression ratio reachable with bits 6 5 4 3 2 "
+            "is 12.88); lower --cr or add lower bit-widths\n");
+  EXPECT_TRUE(r.out.empty());
+}
+
+TEST(Cli, BadInputIsOneLineAndExit2) {
+  mpq::test::TempDir dir;
+  const std::string ind = mpq::test::golden("importance_indicators_resnet50.pkl");
+  mpq::test::write_all(dir.file("text.pkl"), "this is not a pickle\n");
+  mpq::test::write_all(dir.file("trunc.pkl"), mpq::test::read_all(ind).substr(0, 1000));
+  const std::string base = " --b 6 5 4 3 2 --wb 3 --ab 4 --bops";
+  struct Case {
+    std::string args, expect;
+  } cases[] = {
+      {"search --model resnet50 --i /nonexistent.pkl" + base, "/nonexistent.pkl: cannot open (No such file or directory)"},
+      {"search --model resnet50 --i " + dir.file("text.pkl") + base, "text.pkl: not a valid pickle: "},
+      {"search --model resnet50 --i " + dir.file("trunc.pkl") + base, "not a valid pickle: truncated"},
+      {"search --model resnet18 --i " + ind + base, "has 52 layers but the model has 19 searchable layers"},
+      {"search --model resnet51 --i " + ind + base, "unknown model 'resnet51' (known: resnet18, resnet50, mobilenetv1, resnet20"},
+      {"search --model resnet50 --i " + ind + " --b --wb 3 --ab 4 --bops", "--b"},
+      {"search --model resnet50 --i " + ind + " --b 6 5 4 3 2", "no constraint enabled"},
+      {"search --model resnet50 --i " + ind + " --b 6 5 4 3 2 --cr -3", "--cr: must be a positive ratio, or 0 to disable (got -3)"},
+      {"search --model resnet50 --i " + ind + " --b 6 5 4 3 2 --bops --wb -3 --ab 4", "--bops: needs positive --wb and --ab"},
+      {"search --model resnet50 --i " + ind + " --b 6 6 4 --cr 8", "--b: bit-width 6 is given twice"},
+      {"search --model resnet50 --i " + ind + " --b 6 5 4 3 2 1 --cr 8", "--b: bit-width 1 is out of range"},
+      {"search --model resnet50 --i " + ind + " --b 7 6 5 --cr 8", "has no weight indicator for 7 bits"},
+      {"search --model resnet50 --i " + ind + base + " --time-limit 0", "--time-limit: must be a positive number"},
+      {"search --i " + ind + base, "name the network with --model"},
+      {"search --model resnet50 --i " + ind + base + " --bogus", "bogus"},
+      {"frobnicate", "subcommand"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.args);
+    const Result r = mpq_run(c.args);
+    EXPECT_EQ(r.code, 2);
+    EXPECT_EQ(lines(r.err), 1) << r.err;
+    EXPECT_NE(r.err.find(c.expect), std::string::npos) << r.err;
+    EXPECT_TRUE(r.out.empty());
+  }
+}
+
+TEST(Cli, HelpForEverySubcommand) {
+  for (const char* sub : {"", "search", "pretrain", "extract", "finetune", "eval"}) {
+    const Result r = mpq_run(std::string(sub) + " --help");
+    EXPECT_EQ(r.code, 0) << sub;
+    EXPECT_NE(r.out.find("Usage"), std::string::npos) << sub;
+  }
+  const Result v = mpq_run("--version");
+  EXPECT_EQ(v.out, "mpq 0.1.0\n");
+}
+
+TEST(Cli, TorchCommandsWithoutThePluginSaySo) {
+  mpq::test::TempDir dir;
+  mpq::test::write_all(dir.file("c.yaml"), "name: x\n");
+  const Result r = mpq_run("pretrain " + dir.file("c.yaml"));
+  if (r.err.find("not available in this build") == std::string::npos) GTEST_SKIP() << "the torch plugin is built";
+  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(lines(r.err), 1);
+  EXPECT_NE(r.err.find("libmpq_torch.so"), std::string::npos);
+}
+
+TEST(Cli, ExecutableDoesNotLinkTorch) {
+  const Result r = mpq_run("--version");  // the binary exists and runs
+  ASSERT_EQ(r.code, 0);
+  mpq::test::TempDir dir;
+  const std::string cmd = std::string("readelf -d ") + MPQ_BINARY + " > " + dir.file("dyn");
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << "readelf (binutils) is needed for this check";
+  const std::string dyn = mpq::test::read_all(dir.file("dyn"));
+  EXPECT_NE(dyn.find("NEEDED"), std::string::npos);
+  for (const char* lib : {"torch", "c10", "opencv"}) EXPECT_EQ(dyn.find(lib), std::string::npos) << dyn;
+}
