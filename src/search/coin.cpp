@@ -1,8 +1,7 @@
-// CLP and CBC through their C interfaces (STYLE.md "Calling CBC").
+// CBC through its C interface (STYLE.md "Calling CBC").
 #include "search/coin.h"
 
 #include <Cbc_C_Interface.h>
-#include <Clp_C_Interface.h>
 
 #include <cmath>
 #include <limits>
@@ -14,9 +13,6 @@ namespace mpq::search {
 
 namespace {
 
-struct ClpDeleter {
-  void operator()(Clp_Simplex* m) const { Clp_deleteModel(m); }
-};
 struct CbcDeleter {
   void operator()(Cbc_Model* m) const { Cbc_deleteModel(m); }
 };
@@ -32,29 +28,6 @@ void check_model(const LinearModel& m) {
 }
 
 }  // namespace
-
-LpResult solve_lp(const LinearModel& m, double time_limit_s) {
-  check_model(m);
-  std::unique_ptr<Clp_Simplex, ClpDeleter> clp(Clp_newModel());
-  Clp_setLogLevel(clp.get(), 0);
-  const auto starts = big_starts(m);
-  Clp_loadProblem(clp.get(), m.num_cols(), m.num_rows, starts.data(), m.rows.data(), m.vals.data(), m.col_lb.data(),
-                  m.col_ub.data(), m.obj.data(), m.row_lb.data(), m.row_ub.data());
-  Clp_setMaximumSeconds(clp.get(), time_limit_s);
-  Clp_dual(clp.get(), 0);
-  LpResult r;
-  r.optimal = Clp_isProvenOptimal(clp.get());
-  r.infeasible = Clp_isProvenPrimalInfeasible(clp.get());
-  if (!r.optimal) return r;
-  r.objective = Clp_getObjValue(clp.get());
-  const double* x = Clp_getColSolution(clp.get());
-  const double* d = Clp_getReducedCost(clp.get());
-  r.x.assign(x, x + m.num_cols());
-  r.reduced_cost.assign(d, d + m.num_cols());
-  const double* y = Clp_getRowPrice(clp.get());
-  r.row_price.assign(y, y + m.num_rows);
-  return r;
-}
 
 MipResult solve_mip(const LinearModel& m, const std::vector<double>& start, double cutoff, double time_limit_s) {
   check_model(m);

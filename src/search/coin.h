@@ -1,5 +1,4 @@
-// Solver-neutral LP/MIP model and the two COIN-OR calls mpq makes:
-// CLP for the LP relaxation, CBC for the integer program. The only file that
+// Solver-neutral MIP model and the CBC call mpq makes. The only file that
 // includes COIN headers is coin.cpp.
 #pragma once
 
@@ -17,17 +16,6 @@ struct LinearModel {
   std::vector<double> row_lb, row_ub;
   int num_cols() const { return static_cast<int>(obj.size()); }
 };
-
-struct LpResult {
-  bool optimal = false;
-  bool infeasible = false;
-  double objective = 0;
-  std::vector<double> x, reduced_cost;
-  std::vector<double> row_price;  // duals; <= 0 on binding <= rows of a minimisation
-};
-
-// Solves the LP relaxation with CLP's dual simplex.
-LpResult solve_lp(const LinearModel& m, double time_limit_s);
 
 struct MipResult {
   enum class Status { kOptimal, kInfeasible, kLimitWithSolution, kLimitNoSolution, kError } status = Status::kError;

@@ -32,6 +32,8 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 constexpr double kInf = std::numeric_limits<double>::infinity();
+// Past this many nodes the depth-first search hands over to CBC.
+constexpr int64_t kDfsNodeLimit = 200'000'000;
 
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
@@ -139,13 +141,14 @@ int least_resource(const std::vector<Pair>& ps) {
   return best;
 }
 
-// Improves a feasible assignment by single moves, then by pair exchanges
-// among the moves whose reduced-cost bound could still beat it.
-void improve(const PairTable& t, Assignment& s, const std::vector<std::vector<double>>& bound_with, Clock::time_point deadline) {
-  const size_t L = t.layers.size();
-  auto single_pass = [&] {
-    bool changed = false;
-    for (size_t l = 0; l < L; ++l) {
+// Improves a feasible assignment by single moves: each layer in turn takes
+// its cheapest pair that still fits, until nothing changes. (The depth-first
+// search that follows finds the exchanges.)
+void improve(const PairTable& t, Assignment& s) {
+  bool changed = true;
+  while (changed) {
+    changed = false;
+    for (size_t l = 0; l < t.layers.size(); ++l) {
       const Pair& cur = t.layers[l][s.pick[l]];
       int best = -1;
       double best_cost = cur.cost;
@@ -164,54 +167,6 @@ void improve(const PairTable& t, Assignment& s, const std::vector<std::vector<do
         s.pick[l] = best;
         changed = true;
       }
-    }
-    return changed;
-  };
-  while (single_pass()) {
-  }
-  // Pair exchanges: one layer moves to a cheaper pair that needs resources,
-  // another frees them. Only moves whose LP bound is below the incumbent can help.
-  for (int round = 0; round < 50 && Clock::now() < deadline; ++round) {
-    struct Move {
-      int l, k;
-      double dc, db, ds;
-    };
-    std::vector<Move> moves;
-    for (size_t l = 0; l < L; ++l)
-      for (int k = 0; k < static_cast<int>(t.layers[l].size()); ++k) {
-        if (k == s.pick[l] || bound_with[l][k] >= s.cost) continue;
-        const Pair &q = t.layers[l][k], &cur = t.layers[l][s.pick[l]];
-        moves.push_back({static_cast<int>(l), k, q.cost - cur.cost, q.bops - cur.bops, q.size - cur.size});
-      }
-    if (moves.size() > 4000) {  // keep the most promising by bound
-      std::nth_element(moves.begin(), moves.begin() + 4000, moves.end(), [&](const Move& x, const Move& y) {
-        return bound_with[x.l][x.k] < bound_with[y.l][y.k];
-      });
-      moves.resize(4000);
-    }
-    double best_dc = -1e-12 * std::max(1.0, std::abs(s.cost));
-    int bi = -1, bj = -1;
-    for (size_t i = 0; i < moves.size(); ++i) {
-      const Move& m1 = moves[i];
-      for (size_t j = i + 1; j < moves.size(); ++j) {
-        const Move& m2 = moves[j];
-        if (m1.l == m2.l) continue;
-        const double dc = m1.dc + m2.dc;
-        if (dc >= best_dc) continue;
-        if (!feasible(t, s.bops + m1.db + m2.db, s.size + m1.ds + m2.ds)) continue;
-        best_dc = dc;
-        bi = static_cast<int>(i);
-        bj = static_cast<int>(j);
-      }
-    }
-    if (bi < 0) break;
-    for (const Move* m : {&moves[bi], &moves[bj]}) {
-      s.pick[m->l] = m->k;
-      s.cost += m->dc;
-      s.bops += m->db;
-      s.size += m->ds;
-    }
-    while (single_pass()) {
     }
   }
   s = evaluate(t, s.pick);  // re-sum to shed rounding drift
@@ -324,75 +279,70 @@ SearchResult solve_exact(const SearchProblem& p, double time_limit_s) {
   }
   int64_t kept = 0;
   for (const auto& ps : t.layers) kept += static_cast<int64_t>(ps.size());
-
-  // 2. LP relaxation over every kept pair.
-  std::vector<std::vector<int>> all_cols(L);
-  for (size_t l = 0; l < L; ++l) {
-    all_cols[l].resize(t.layers[l].size());
-    std::iota(all_cols[l].begin(), all_cols[l].end(), 0);
-    if (all_cols[l].size() == 1) all_cols[l].push_back(0);  // keep every layer in the LP (duplicate column is harmless)
-  }
-  SubModel lp_model = build_model(t, all_cols, 0.0);
-  const LpResult lp = solve_lp(lp_model.lm, time_limit_s);
   SearchResult r;
   r.pairs = static_cast<int64_t>(L) * static_cast<int64_t>(p.bits.size() * p.bits.size());
   r.pairs_kept = kept;
-  if (!lp.optimal) {
-    if (lp.infeasible) {  // cannot happen after the feasibility check; report rather than abort
-      r.status = Status::kInfeasible;
-      r.message = "search: the constraints cannot be met together";
-    } else {
-      r.status = Status::kTimeLimitNoSolution;
-      r.message = "search: time limit reached while solving the LP relaxation, no solution yet; raise --time-limit";
-    }
-    return r;
-  }
-  const double z_lp = lp.objective;
-  spdlog::debug("search: pruning and LP took {:.2f} ms", seconds_since(t0) * 1e3);
-  // bound_with[l][k]: lower bound on any solution that picks pair k in layer l.
-  std::vector<std::vector<double>> bound_with(L);
-  for (size_t l = 0; l < L; ++l) bound_with[l].assign(t.layers[l].size(), kInf);
-  std::vector<std::vector<double>> lp_x(L);
-  for (size_t l = 0; l < L; ++l) lp_x[l].assign(t.layers[l].size(), 0.0);
-  for (size_t c = 0; c < lp_model.col.size(); ++c) {
-    const auto [l, k] = lp_model.col[c];
-    bound_with[l][k] = std::min(bound_with[l][k], z_lp + std::max(0.0, lp.reduced_cost[c]));
-    lp_x[l][k] += lp.x[c];
-  }
+  auto finish = [&](const Assignment& s, Status status, double bound, int64_t left, int64_t dfs_nodes, int cbc_nodes) {
+    SearchResult out = to_result(t, s, status, bound);
+    out.pairs = r.pairs;
+    out.pairs_kept = kept;
+    out.pairs_left = left;
+    out.dfs_nodes = dfs_nodes;
+    out.cbc_nodes = cbc_nodes;
+    return out;
+  };
 
-  // 3. Incumbent from the LP solution.
+  // 2. Lagrangian prices near the LP duals, and the bound they give.
+  const Lagrangian lag = lagrangian_prices(t);
+  spdlog::debug("search: pruning and prices took {:.2f} ms, bound {:.8f}", seconds_since(t0) * 1e3, lag.bound);
+
+  // 3. Incumbent: the cheaper of the per-layer Lagrangian minimisers (when
+  // they fit) and the least-resource assignment, each improved greedily.
   std::vector<int> pick(L);
-  for (size_t l = 0; l < L; ++l) {
-    const auto& xs = lp_x[l];
-    const int top = static_cast<int>(std::max_element(xs.begin(), xs.end()) - xs.begin());
-    pick[l] = xs[top] > 1 - 1e-9 ? top : least_resource(t.layers[l]);
-  }
+  for (size_t l = 0; l < L; ++l) pick[l] = least_resource(t.layers[l]);
   Assignment inc = evaluate(t, pick);
-  if (!feasible(t, inc.bops, inc.size)) {  // LP tolerance: fall back to the least-resource choice
-    for (size_t l = 0; l < L; ++l) pick[l] = least_resource(t.layers[l]);
-    inc = evaluate(t, pick);
-  }
   MPQ_ASSERT(feasible(t, inc.bops, inc.size), "the least-resource assignment must be feasible here");
-  improve(t, inc, bound_with, deadline);
+  improve(t, inc);
+  for (size_t l = 0; l < L; ++l) {
+    pick[l] = 0;
+    for (int k = 1; k < static_cast<int>(t.layers[l].size()); ++k)
+      if (lag.d(t, l, k) < lag.d(t, l, pick[l])) pick[l] = k;
+  }
+  Assignment lag_pick = evaluate(t, pick);
+  if (feasible(t, lag_pick.bops, lag_pick.size)) {
+    improve(t, lag_pick);
+    if (lag_pick.cost < inc.cost) inc = lag_pick;
+  }
   spdlog::debug("search: incumbent {:.8f} after {:.2f} ms", inc.cost, seconds_since(t0) * 1e3);
 
-  // 4-5. Reduced-cost fixing around a growing threshold tau (a "core"
-  // method): CBC solves the MIP over the pairs whose bound is within tau of
-  // the LP. Its answer is optimal for the whole problem once the best value
-  // found is within tau of the LP bound, since every dropped pair has a larger
-  // bound; otherwise tau grows to (best - z_LP), which is exact fixing.
+  // 4. The depth-first search usually proves the optimum at once.
+  int64_t dfs_nodes = 0;
+  const bool done = lagrangian_dfs(t, lag, deadline, kDfsNodeLimit, inc.pick, inc.cost, dfs_nodes);
+  inc = evaluate(t, inc.pick);
+  MPQ_ASSERT(feasible(t, inc.bops, inc.size), "the depth-first search returned an infeasible assignment");
+  spdlog::debug("search: depth-first search {} after {} nodes, {:.2f} ms", done ? "done" : "stopped", dfs_nodes,
+                seconds_since(t0) * 1e3);
+  if (done) return finish(inc, Status::kOptimal, inc.cost, kept, dfs_nodes, 0);
+
+  // 5. Otherwise reduced-cost fixing around a growing threshold tau (a
+  // "core" method): CBC solves the MIP over the pairs whose bound is within
+  // tau of the Lagrangian bound. Its answer is optimal for the whole problem
+  // once the best value found is within tau of that bound, since every
+  // dropped pair has a larger one; otherwise tau grows to (best - bound),
+  // which is exact fixing.
+  const double z = lag.bound;
   const double margin = 1e-9 * std::max(1.0, std::abs(inc.cost));
-  double tau = std::max(margin, (inc.cost - z_lp) / 8);
+  double tau = std::max(margin, (inc.cost - z) / 8);
   Assignment best = inc;
-  int64_t left = 0;
   int nodes = 0;
   for (int round = 0;; ++round) {
+    if (Clock::now() > deadline) return finish(best, Status::kTimeLimit, z, kept, dfs_nodes, nodes);
     std::vector<std::vector<int>> cols(L);
-    left = 0;
+    int64_t left = 0;
     bool all_fixed = true;
     for (size_t l = 0; l < L; ++l) {
       for (int k = 0; k < static_cast<int>(t.layers[l].size()); ++k)
-        if (k == best.pick[l] || bound_with[l][k] <= z_lp + tau + margin) cols[l].push_back(k);
+        if (k == best.pick[l] || lag.d(t, l, k) <= tau + margin) cols[l].push_back(k);
       left += static_cast<int64_t>(cols[l].size());
       all_fixed &= cols[l].size() == 1;
     }
@@ -400,6 +350,7 @@ SearchResult solve_exact(const SearchProblem& p, double time_limit_s) {
     if (!all_fixed) {
       const double remaining = std::max(1e-3, time_limit_s - seconds_since(t0));
       SubModel m;
+      // No cutoff: CBC 2.10 declared problems infeasible with the incumbent's value as cutoff.
       const MipResult mip = solve_checked(t, cols, &best, kInf, remaining, &m);
       nodes += mip.nodes;
       status = mip.status;
@@ -413,15 +364,9 @@ SearchResult solve_exact(const SearchProblem& p, double time_limit_s) {
     spdlog::debug("search: round {}: tau {:.3g}, {} pairs, best {:.8f}, {} CBC nodes, {:.2f} ms", round, tau, left,
                   best.cost, nodes, seconds_since(t0) * 1e3);
     const bool proven = status == MipResult::Status::kOptimal || status == MipResult::Status::kInfeasible;
-    if (!proven || best.cost - z_lp <= tau + margin) {
-      SearchResult out = to_result(t, best, proven ? Status::kOptimal : Status::kTimeLimit, proven ? best.cost : z_lp);
-      out.pairs = r.pairs;
-      out.pairs_kept = kept;
-      out.pairs_left = left;
-      out.cbc_nodes = nodes;
-      return out;
-    }
-    tau = best.cost - z_lp;
+    if (!proven || best.cost - z <= tau + margin)
+      return finish(best, proven ? Status::kOptimal : Status::kTimeLimit, proven ? best.cost : z, left, dfs_nodes, nodes);
+    tau = best.cost - z;
   }
 }
 

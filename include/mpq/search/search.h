@@ -80,6 +80,7 @@ struct SearchResult {
   // What the exact method did, for the log and the benchmarks.
   int64_t pairs = 0, pairs_kept = 0, pairs_left = 0;
   int cbc_nodes = 0;
+  int64_t dfs_nodes = 0;
   double relative_gap() const;
 };
 
