@@ -96,7 +96,7 @@ int main(int argc, char** argv) {
   const std::string golden = argv[1];
   const int repeats = argc > 2 ? std::atoi(argv[2]) : 21;
   const bool cbc_1000 = argc > 3 && std::strcmp(argv[3], "--with-cbc-1000") == 0;
-  std::printf("| case | method | median solve | status | objective | original's objective | gap | pairs / pruned / after fixing |\n");
+  std::printf("| case | method | median solve | status | objective | original's objective | gap | pairs / pruned / within gap |\n");
   std::printf("|---|---|---|---|---|---|---|---|\n");
   std::vector<Case> cases = {paper(golden), synthetic(golden, "200x5"), synthetic(golden, "200x7"),
                              synthetic(golden, "1000x5"), synthetic(golden, "1000x7")};

@@ -72,7 +72,7 @@ void run_search(const SearchArgs& a) {
   pol.result = &r;
   pol.report = search::make_report(problem, r.w_bits, r.a_bits);
   const auto& rep = pol.report;
-  spdlog::info("search: {} in {:.2f} ms, objective {:.8f} ({} pairs, {} after pruning, {} after fixing)",
+  spdlog::info("search: {} in {:.2f} ms, objective {:.8f} ({} pairs, {} after pruning, {} within the gap)",
                search::status_name(r.status), r.seconds * 1e3, r.objective, r.pairs, r.pairs_kept, r.pairs_left);
   spdlog::info("search: average bits W {:.4f} A {:.4f}; compression {:.4f}x, {:.3f} MB -> {:.3f} MB; {:.3f} GBitOPs{}",
                rep.avg_weight_bits, rep.avg_act_bits, rep.compression_ratio, rep.fp_size_mb, rep.size_mb, rep.gbitops,
@@ -103,7 +103,7 @@ Command setup_search(CLI::App& app, const Globals& g) {
   sub->add_flag("--bops", a->bops, "constrain BitOPs to those of uniform --wb/--ab");
   sub->add_option("--alpha", a->alpha, "weight of the weight indicators in the objective (default 2)");
   sub->add_option("--time-limit", a->time_limit_s, "solver time limit in seconds (default 60)");
-  sub->add_option("--solver", a->solver, "exact (default: pruning, LP bound, fixing, CBC) or cbc (the plain formulation)")
+  sub->add_option("--solver", a->solver, "exact (default: pruning, Lagrangian bound, exact depth-first search) or cbc (the plain formulation)")
       ->check(CLI::IsMember({"exact", "cbc"}));
   sub->add_option("--macs", a->macs,
                   "BitOPs MAC count: original (default: as the original script, reproduces the paper) or exact")

@@ -61,6 +61,7 @@ class LagrangianDfs {
         if (d < gap + tol_ || k == best_pick[l]) choices[l].push_back({k, d, q.bops, q.size, q.cost});
       }
       std::sort(choices[l].begin(), choices[l].end(), [](const Choice& a, const Choice& b) { return a.d < b.d; });
+      choices_count_ += static_cast<int64_t>(choices[l].size());
       if (choices[l].size() == 1) {
         const Choice& c = choices[l][0];
         pick_[l] = c.pair;
@@ -130,6 +131,7 @@ class LagrangianDfs {
   }
 
   int64_t nodes() const { return nodes_; }
+  int64_t choices() const { return choices_count_; }
 
  private:
   bool dfs(size_t i, double d, double rb, double rs, double cost) {
@@ -179,7 +181,7 @@ class LagrangianDfs {
   std::vector<double> suf_min_b_, suf_min_s_, suf_max_b_, suf_max_s_;
   std::vector<double> suf0_b_, suf0_s_, up_b_, dn_b_, up_s_, dn_s_;
   double base_d_ = 0, base_b_ = 0, base_s_ = 0, base_c_ = 0, best_cost_ = 0;
-  int64_t nodes_ = 0;
+  int64_t nodes_ = 0, choices_count_ = 0;
 };
 
 // Evaluates the Lagrangian at (wb, ws): its value and the supergradient
@@ -264,7 +266,8 @@ Lagrangian lagrangian_prices(const PairTable& t) {
 }
 
 bool lagrangian_dfs(const PairTable& t, const Lagrangian& lag, std::chrono::steady_clock::time_point deadline,
-                    int64_t node_limit, std::vector<int>& best_pick, double& best_cost, int64_t& nodes) {
+                    int64_t node_limit, std::vector<int>& best_pick, double& best_cost, int64_t& nodes,
+                    int64_t& choices) {
   // The first leaves usually improve the incumbent a lot, and a smaller gap
   // admits far fewer choices: restart with the better incumbent while it
   // keeps improving, and search longer when it does not.
@@ -275,6 +278,7 @@ bool lagrangian_dfs(const PairTable& t, const Lagrangian& lag, std::chrono::stea
     LagrangianDfs dfs(t, lag, deadline, std::min(budget, node_limit - nodes));
     const bool done = dfs.run(best_pick, best_cost);
     nodes += dfs.nodes();
+    choices = dfs.choices();
     if (done) return true;
     if (nodes >= node_limit || std::chrono::steady_clock::now() > deadline) return false;
     if (best_cost >= before) budget *= 4;

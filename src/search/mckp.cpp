@@ -316,13 +316,13 @@ SearchResult solve_exact(const SearchProblem& p, double time_limit_s) {
   spdlog::debug("search: incumbent {:.8f} after {:.2f} ms", inc.cost, seconds_since(t0) * 1e3);
 
   // 4. The depth-first search usually proves the optimum at once.
-  int64_t dfs_nodes = 0;
-  const bool done = lagrangian_dfs(t, lag, deadline, kDfsNodeLimit, inc.pick, inc.cost, dfs_nodes);
+  int64_t dfs_nodes = 0, choices = kept;
+  const bool done = lagrangian_dfs(t, lag, deadline, kDfsNodeLimit, inc.pick, inc.cost, dfs_nodes, choices);
   inc = evaluate(t, inc.pick);
   MPQ_ASSERT(feasible(t, inc.bops, inc.size), "the depth-first search returned an infeasible assignment");
   spdlog::debug("search: depth-first search {} after {} nodes, {:.2f} ms", done ? "done" : "stopped", dfs_nodes,
                 seconds_since(t0) * 1e3);
-  if (done) return finish(inc, Status::kOptimal, inc.cost, kept, dfs_nodes, 0);
+  if (done) return finish(inc, Status::kOptimal, inc.cost, choices, dfs_nodes, 0);
 
   // 5. Otherwise reduced-cost fixing around a growing threshold tau (a
   // "core" method): CBC solves the MIP over the pairs whose bound is within

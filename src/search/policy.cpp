@@ -110,7 +110,8 @@ Node document(const Policy& p) {
       .add("time_s", num(r.seconds, "%.6f"))
       .add("pairs", std::to_string(r.pairs))
       .add("pairs_after_pruning", std::to_string(r.pairs_kept))
-      .add("pairs_after_fixing", std::to_string(r.pairs_left))
+      .add("pairs_within_gap", std::to_string(r.pairs_left))
+      .add("search_nodes", std::to_string(r.dfs_nodes))
       .add("cbc_nodes", std::to_string(r.cbc_nodes));
   const Report& rep = p.report;
   Node& o = root.map("report");

@@ -55,8 +55,11 @@ Lagrangian lagrangian_prices(const PairTable& t);
 // Exact depth-first search from a feasible incumbent (best_pick, best_cost),
 // improved in place, bounded by the identity above. Returns true when it
 // proved optimality, false when it hit `node_limit` or the deadline.
+// `choices`: the pairs whose d is below the final gap (the rest cannot
+// improve on the result).
 bool lagrangian_dfs(const PairTable& t, const Lagrangian& lag, std::chrono::steady_clock::time_point deadline,
-                    int64_t node_limit, std::vector<int>& best_pick, double& best_cost, int64_t& nodes);
+                    int64_t node_limit, std::vector<int>& best_pick, double& best_cost, int64_t& nodes,
+                    int64_t& choices);
 
 // Dominance pruning, Lagrangian prices, an incumbent, the depth-first
 // search, and CBC on a reduced core should the search run long.

@@ -59,7 +59,7 @@ SearchProblem make_problem(const ModelGeometry& geometry, const io::Indicators& 
                            MacsCount macs_count = MacsCount::kOriginal);
 
 enum class Method {
-  kExact,  // dominance pruning + LP bound + reduced-cost fixing + CBC on what is left
+  kExact,  // dominance pruning + Lagrangian bound + exact depth-first search (CBC on a core as fallback)
   kCbc,    // the whole original formulation handed to CBC, as the original does
 };
 
@@ -78,7 +78,8 @@ struct SearchResult {
   double seconds = 0;               // solve time
   std::string message;              // why it is infeasible, or the gap at a time limit
   // What the exact method did, for the log and the benchmarks.
-  int64_t pairs = 0, pairs_kept = 0, pairs_left = 0;
+  int64_t pairs = 0, pairs_kept = 0;  // all (w, a) pairs; left after dominance pruning
+  int64_t pairs_left = 0;              // pairs that could still improve on the result
   int cbc_nodes = 0;
   int64_t dfs_nodes = 0;
   double relative_gap() const;
