@@ -438,6 +438,7 @@ class Reader {
         Value state = pop();
         Value obj = pop();
         if (obj.node_ && obj.node_->sealed) fail("BUILD on a value already inside another");
+        if (obj.node_ && obj.node_ == state.node_) fail("BUILD with an object as its own state (recursive structures are not supported)");
         if (state.node_) {
           const uint32_t h = state.node_->height + 1;
           if (h > opt_.max_depth) fail("values nest deeper than ", opt_.max_depth, " levels");

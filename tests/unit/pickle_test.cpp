@@ -180,6 +180,16 @@ TEST(Pickle, RefusesRecursionAndDeepNesting) {
   }
 }
 
+TEST(Pickle, FuzzerFindings) {
+  // An object built with itself as state: was a reference cycle (a leak).
+  const std::string leak = mpq::test::from_hex(
+      "8004958f01000000000094285d5d8c008c00933232328004958f01850000000094285d5d8c008c009332858185748132958032854b05"
+      "190010620000859bff60");
+  EXPECT_THROW(mpq::pickle::read(leak), InputError);
+  // The smallest form: NEWOBJ, DUP, BUILD.
+  EXPECT_THROW(mpq::pickle::read(mpq::test::from_hex("80048c01618c016293" "29" "81" "32" "62" "2e")), InputError);
+}
+
 TEST(Pickle, ErrorsSayWhatWasFound) {
   auto message = [](const std::string& bytes) {
     try {
