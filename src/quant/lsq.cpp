@@ -1,0 +1,172 @@
+#include "quant/lsq.h"
+
+#include <ATen/Parallel.h>
+#include <torch/autograd.h>
+
+#include <cmath>
+
+#include "mpq/common/error.h"
+
+namespace mpq::quant {
+
+Thresholds thresholds(int bits, bool all_positive, bool symmetric) {
+  MPQ_CHECK(bits >= 1 && bits <= 31, "quantizer: bit-width ", bits, " is out of range");
+  MPQ_CHECK(!(all_positive && symmetric), "quantizer: an unsigned quantizer cannot be symmetric");
+  if (all_positive) return {0.0, std::ldexp(1.0, bits) - 1};
+  const double half = std::ldexp(1.0, bits - 1);
+  return {symmetric ? -half + 1 : -half, half - 1};
+}
+
+namespace {
+
+constexpr double kScaleMin = 1e-5, kScaleMax = 1.0;
+
+// Round half to even for |v| < 2^22: adding and subtracting 1.5 * 2^23 leaves
+// the float rounded to an integer in the current (nearest-even) mode, as
+// torch.round does. |v| <= 2^15 after the clamp.
+inline float round_half_even(float v) {
+  const float t = v + 12582912.0f;  // not folded: no -ffast-math
+  return t - 12582912.0f;
+}
+
+class LsqFunction : public torch::autograd::Function<LsqFunction> {
+ public:
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& s,
+                               double neg, double pos, double grad_scale, bool clamp_scale) {
+    const torch::Tensor xc = x.contiguous();
+    const float s_raw = s.item<float>();
+    const float sv = clamp_scale ? std::min(std::max(s_raw, static_cast<float>(kScaleMin)), static_cast<float>(kScaleMax))
+                                 : s_raw;
+    torch::Tensor y = torch::empty_like(xc);
+    const float* px = xc.data_ptr<float>();
+    float* py = y.data_ptr<float>();
+    const float n = static_cast<float>(neg), p = static_cast<float>(pos);
+    at::parallel_for(0, xc.numel(), 1 << 14, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        float v = px[i] / sv;
+        v = v < n ? n : (v > p ? p : v);
+        py[i] = round_half_even(v) * sv;
+      }
+    });
+    ctx->save_for_backward({xc, s});
+    ctx->saved_data["neg"] = neg;
+    ctx->saved_data["pos"] = pos;
+    ctx->saved_data["grad_scale"] = grad_scale;
+    ctx->saved_data["clamp_scale"] = clamp_scale;
+    return y;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_out) {
+    const auto saved = ctx->get_saved_variables();
+    const torch::Tensor& x = saved[0];
+    const torch::Tensor& s = saved[1];
+    const float n = static_cast<float>(ctx->saved_data["neg"].toDouble());
+    const float p = static_cast<float>(ctx->saved_data["pos"].toDouble());
+    const double g = ctx->saved_data["grad_scale"].toDouble();
+    const bool clamp_scale = ctx->saved_data["clamp_scale"].toBool();
+    const float s_raw = s.item<float>();
+    const bool s_inside = !clamp_scale || (s_raw >= kScaleMin && s_raw <= kScaleMax);
+    const float sv = clamp_scale ? std::min(std::max(s_raw, static_cast<float>(kScaleMin)), static_cast<float>(kScaleMax))
+                                 : s_raw;
+    const torch::Tensor go = grad_out[0].contiguous();
+    torch::Tensor gx = torch::empty_like(x);
+    const float* px = x.data_ptr<float>();
+    const float* pg = go.data_ptr<float>();
+    float* pgx = gx.data_ptr<float>();
+    // The scale gradient is a sum over all elements: per-chunk partial sums in
+    // double, combined in chunk order so the result does not depend on threads.
+    const int64_t numel = x.numel();
+    constexpr int64_t kChunk = 1 << 14;
+    const int64_t chunks = (numel + kChunk - 1) / kChunk;
+    std::vector<double> partial(static_cast<size_t>(std::max<int64_t>(chunks, 1)), 0.0);
+    at::parallel_for(0, chunks, 1, [&](int64_t cb, int64_t ce) {
+      for (int64_t c = cb; c < ce; ++c) {
+        double acc = 0;
+        const int64_t end = std::min(numel, (c + 1) * kChunk);
+        for (int64_t i = c * kChunk; i < end; ++i) {
+          const float v = px[i] / sv;
+          float ds;
+          if (v < n) {
+            ds = n;
+            pgx[i] = 0.f;
+          } else if (v > p) {
+            ds = p;
+            pgx[i] = 0.f;
+          } else {
+            ds = round_half_even(v) - v;
+            pgx[i] = pg[i];
+          }
+          acc += static_cast<double>(pg[i]) * ds;
+        }
+        partial[static_cast<size_t>(c)] = acc;
+      }
+    });
+    double sum = 0;
+    for (double v : partial) sum += v;
+    torch::Tensor gs = torch::full_like(s, s_inside ? static_cast<float>(sum * g) : 0.f);
+    return {gx, gs, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+};
+
+}  // namespace
+
+torch::Tensor lsq_quantize_reference(const torch::Tensor& x, const torch::Tensor& s, Thresholds t, double grad_scale,
+                                     bool clamp_scale) {
+  torch::Tensor sc = clamp_scale ? torch::clamp(s, kScaleMin, kScaleMax) : s;
+  // grad_scale(s, g): the value of s, the gradient of s * g.
+  const torch::Tensor s_grad = sc * grad_scale;
+  sc = (sc - s_grad).detach() + s_grad;
+  torch::Tensor v = torch::clamp(x / sc, t.neg, t.pos);
+  v = (v.round() - v).detach() + v;  // round_pass
+  return v * sc;
+}
+
+torch::Tensor lsq_quantize(const torch::Tensor& x, const torch::Tensor& s, Thresholds t, double grad_scale,
+                           bool clamp_scale) {
+  MPQ_ASSERT(s.numel() == 1, "lsq_quantize takes a one-element scale");
+  if (x.device().is_cpu() && x.scalar_type() == torch::kFloat && s.scalar_type() == torch::kFloat && s.device().is_cpu())
+    return LsqFunction::apply(x, s, t.neg, t.pos, grad_scale, clamp_scale);
+  return lsq_quantize_reference(x, s, t, grad_scale, clamp_scale);
+}
+
+LsqQuantizerImpl::LsqQuantizerImpl(LsqQuantizerOptions options) : options_(std::move(options)) {
+  MPQ_CHECK(!options_.bits.empty(), "quantizer: no candidate bit-widths");
+  const auto k = static_cast<int64_t>(options_.bits.size());
+  s = register_parameter("s", torch::ones({k}));
+  init_state = register_buffer("init_state", torch::zeros({k}));
+}
+
+int LsqQuantizerImpl::index_of(int bits) const {
+  for (size_t i = 0; i < options_.bits.size(); ++i)
+    if (options_.bits[i] == bits) return static_cast<int>(i);
+  throw InputError(detail::concat("quantizer: ", bits, " bits is not one of its candidates"));
+}
+
+void LsqQuantizerImpl::init_from_weight(const torch::Tensor& w) {
+  torch::NoGradGuard no_grad;
+  const torch::Tensor wd = w.detach();
+  const torch::Tensor mean = wd.mean(), std = wd.std(/*unbiased=*/true);
+  const torch::Tensor m = torch::max((mean - 3 * std).abs(), (mean + 3 * std).abs());
+  for (size_t i = 0; i < options_.bits.size(); ++i) {
+    s[static_cast<int64_t>(i)].copy_(m / std::ldexp(1.0, options_.bits[i] - 1));
+    init_state[static_cast<int64_t>(i)].fill_(1);
+  }
+}
+
+torch::Tensor LsqQuantizerImpl::forward(const torch::Tensor& x, int bits) {
+  if (bits <= 0 || bits >= 32) return x;
+  const int idx = index_of(bits);
+  const Thresholds t = thresholds(bits, options_.all_positive, options_.symmetric);
+  if (is_training() && init_state[idx].item<float>() == 0) {
+    torch::NoGradGuard no_grad;
+    torch::Tensor v = x.detach().abs().mean() * 2 / std::sqrt(t.pos);
+    if (all_reduce_mean) all_reduce_mean(v);
+    s[idx].copy_(v);
+    init_state[idx].fill_(1);
+  }
+  const double g = 1.0 / std::sqrt(t.pos * static_cast<double>(x.numel()));
+  return lsq_quantize(x, s.narrow(0, idx, 1), t, g, options_.clamp_scale);
+}
+
+}  // namespace mpq::quant

@@ -1,0 +1,130 @@
+// The fused LSQ op against the original's 72 golden cases and against the
+// composed-op reference on random shapes; the quantizer module's rules.
+#include <gtest/gtest.h>
+
+#include <torch/serialize.h>
+#include <torch/torch.h>
+#include <yaml-cpp/yaml.h>
+
+#include "mpq/common/error.h"
+#include "quant/lsq.h"
+#include "test_util.h"
+
+using namespace mpq::quant;
+
+namespace {
+
+// Named tolerances. y and grad_x are elementwise results of the same float
+// operations as PyTorch's, so they match to the last bit but for a rounding
+// tie moved by one ulp of x / s; grad_s is a sum over all elements.
+constexpr double kOutputAtol = 1e-6;
+constexpr double kGradScaleRtol = 1e-4;
+// The composed formulation's input gradient is (g * s) / s, one rounding off
+// the fused op's exact g.
+constexpr double kGradInputRtol = 1e-6;
+
+c10::Dict<c10::IValue, c10::IValue> load_cases() {
+  const std::string bytes = mpq::test::read_all(mpq::test::golden("lsq_cases.pt"));
+  return torch::pickle_load(std::vector<char>(bytes.begin(), bytes.end())).toGenericDict();
+}
+
+torch::Tensor get(const c10::Dict<c10::IValue, c10::IValue>& d, int i, const char* key) {
+  return d.at(std::to_string(i) + "." + key).toTensor();
+}
+
+}  // namespace
+
+TEST(Lsq, Thresholds) {
+  EXPECT_EQ(thresholds(4, true, false).pos, 15);
+  EXPECT_EQ(thresholds(4, false, false).neg, -8);
+  EXPECT_EQ(thresholds(4, false, false).pos, 7);
+  EXPECT_EQ(thresholds(4, false, true).neg, -7);
+  EXPECT_THROW(thresholds(4, true, true), mpq::InputError);
+}
+
+TEST(Lsq, AllGoldenCases) {
+  const auto cases = load_cases();
+  const YAML::Node meta = YAML::LoadFile(mpq::test::golden("lsq_cases.json"));
+  ASSERT_EQ(meta.size(), 72u);
+  for (const auto& c : meta) {
+    const int i = c["case"].as<int>();
+    SCOPED_TRACE("case " + std::to_string(i) + " " + c["side"].as<std::string>() + " " + c["kind"].as<std::string>() +
+                 " " + std::to_string(c["bits"].as<int>()) + " bits");
+    const Thresholds t{c["thd_neg"].as<double>(), c["thd_pos"].as<double>()};
+    const bool clamp = c["s_clamped_to_1e-5_1"].as<bool>();
+    const Thresholds mine = thresholds(c["bits"].as<int>(), c["all_positive"].as<bool>(), c["symmetric"].as<bool>());
+    EXPECT_EQ(mine.neg, t.neg);
+    EXPECT_EQ(mine.pos, t.pos);
+    for (bool fused : {true, false}) {
+      torch::Tensor x = get(cases, i, "x").clone().requires_grad_(true);
+      torch::Tensor s = get(cases, i, "s").clone().requires_grad_(true);
+      const double g = c["grad_scale"].as<double>();
+      torch::Tensor y = fused ? lsq_quantize(x, s, t, g, clamp) : lsq_quantize_reference(x, s, t, g, clamp);
+      y.backward(get(cases, i, "grad_out"));
+      EXPECT_LE((y - get(cases, i, "y")).abs().max().item<double>(), kOutputAtol) << (fused ? "fused" : "reference");
+      EXPECT_LE((x.grad() - get(cases, i, "grad_x")).abs().max().item<double>(), kOutputAtol);
+      const double gs = s.grad().item<double>(), ref = get(cases, i, "grad_s").item<double>();
+      EXPECT_LE(std::abs(gs - ref), kGradScaleRtol * std::max(1e-6, std::abs(ref))) << gs << " vs " << ref;
+    }
+  }
+}
+
+TEST(Lsq, FusedEqualsComposedOnRandomShapes) {
+  torch::manual_seed(3);
+  const std::vector<std::vector<int64_t>> shapes = {{1}, {7}, {64, 3, 3, 3}, {2, 16, 9, 9}, {100000}};
+  for (const auto& shape : shapes)
+    for (int bits : {2, 3, 4, 8})
+      for (bool pos : {false, true})
+        for (bool clamp : {false, true}) {
+          const Thresholds t = thresholds(bits, pos, false);
+          torch::Tensor x0 = torch::randn(shape) * 0.3;
+          torch::Tensor s0 = torch::full({1}, clamp ? 0.05 : 0.07);
+          torch::Tensor go = torch::randn(shape);
+          const double g = 1.0 / std::sqrt(t.pos * x0.numel());
+          auto run = [&](bool fused) {
+            torch::Tensor x = x0.clone().requires_grad_(true), s = s0.clone().requires_grad_(true);
+            torch::Tensor y = fused ? lsq_quantize(x, s, t, g, clamp) : lsq_quantize_reference(x, s, t, g, clamp);
+            y.backward(go);
+            return std::tuple{y.detach(), x.grad(), s.grad()};
+          };
+          const auto [y1, gx1, gs1] = run(true);
+          const auto [y2, gx2, gs2] = run(false);
+          EXPECT_TRUE(torch::equal(y1, y2)) << bits << " bits";
+          EXPECT_TRUE(torch::allclose(gx1, gx2, kGradInputRtol, 0.0));
+          EXPECT_NEAR(gs1.item<double>(), gs2.item<double>(), 1e-4 * std::max(1e-3, std::abs(gs2.item<double>())));
+        }
+}
+
+TEST(Lsq, ScaleOutsideTheClampGetsNoGradient) {
+  const Thresholds t = thresholds(4, false, false);
+  torch::Tensor x = torch::randn({50}).requires_grad_(true);
+  torch::Tensor s = torch::full({1}, 1.5).requires_grad_(true);
+  lsq_quantize(x, s, t, 0.1, true).sum().backward();
+  EXPECT_EQ(s.grad().item<float>(), 0.f);
+}
+
+TEST(Lsq, QuantizerInitialisesOncePerBitWidth) {
+  LsqQuantizer q(LsqQuantizerOptions{{4, 3, 2}, /*all_positive=*/true, false, /*clamp_scale=*/true});
+  q->train();
+  torch::Tensor x = torch::rand({4, 8});
+  q->forward(x, 3);
+  const float expect = (x.abs().mean() * 2 / std::sqrt(7.0)).item<float>();
+  EXPECT_FLOAT_EQ(q->s[1].item<float>(), expect);
+  EXPECT_EQ(q->init_state[1].item<float>(), 1.f);
+  EXPECT_EQ(q->init_state[0].item<float>(), 0.f);
+  q->forward(x * 10, 3);  // already initialised: unchanged
+  EXPECT_FLOAT_EQ(q->s[1].item<float>(), expect);
+  EXPECT_TRUE(torch::equal(q->forward(x, 32), x));
+  EXPECT_THROW(q->forward(x, 5), mpq::InputError);
+
+  LsqQuantizer w(LsqQuantizerOptions{{4, 2}, false, false, false});
+  torch::Tensor wt = torch::randn({16, 8, 3, 3});
+  w->init_from_weight(wt);
+  const auto m = torch::max((wt.mean() - 3 * wt.std()).abs(), (wt.mean() + 3 * wt.std()).abs());
+  EXPECT_FLOAT_EQ(w->s[0].item<float>(), (m / 8).item<float>());
+  EXPECT_FLOAT_EQ(w->s[1].item<float>(), (m / 2).item<float>());
+  // Named as the original, so state dicts map one to one.
+  const auto params = w->named_parameters();
+  EXPECT_TRUE(params.contains("s"));
+  EXPECT_TRUE(w->named_buffers().contains("init_state"));
+}
