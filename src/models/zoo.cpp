@@ -1,0 +1,219 @@
+#include "models/zoo.h"
+
+#include <torch/nn/functional.h>
+#include <torch/nn/modules/batchnorm.h>
+#include <torch/nn/modules/container/sequential.h>
+#include <torch/nn/modules/conv.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/modules/pooling.h>
+
+#include "mpq/common/error.h"
+
+namespace mpq::models {
+
+namespace nn = torch::nn;
+
+void NetImpl::replace(const Slot& slot, nn::AnyModule m) {
+  slot.owner->replace_module(slot.local, m.ptr());
+  *slot.layer = std::move(m);
+}
+
+namespace {
+
+nn::AnyModule conv(int64_t in, int64_t out, int k, int stride, int pad, int64_t groups = 1) {
+  return nn::AnyModule(nn::Conv2d(nn::Conv2dOptions(in, out, k).stride(stride).padding(pad).groups(groups).bias(false)));
+}
+
+// Registers an AnyModule child and returns it for storage.
+nn::AnyModule reg(nn::Module& owner, const std::string& name, nn::AnyModule m) {
+  owner.register_module(name, m.ptr());
+  return m;
+}
+
+// torchvision's BasicBlock (expansion 1) and Bottleneck (expansion 4, stride on conv2).
+class BlockImpl : public nn::Module {
+ public:
+  BlockImpl(int64_t inplanes, int64_t planes, int stride, bool bottleneck) : bottleneck_(bottleneck) {
+    const int64_t out = planes * (bottleneck ? 4 : 1);
+    if (bottleneck) {
+      conv1 = reg(*this, "conv1", conv(inplanes, planes, 1, 1, 0));
+      bn1 = register_module("bn1", nn::BatchNorm2d(planes));
+      conv2 = reg(*this, "conv2", conv(planes, planes, 3, stride, 1));
+      bn2 = register_module("bn2", nn::BatchNorm2d(planes));
+      conv3 = reg(*this, "conv3", conv(planes, out, 1, 1, 0));
+      bn3 = register_module("bn3", nn::BatchNorm2d(out));
+    } else {
+      conv1 = reg(*this, "conv1", conv(inplanes, planes, 3, stride, 1));
+      bn1 = register_module("bn1", nn::BatchNorm2d(planes));
+      conv2 = reg(*this, "conv2", conv(planes, planes, 3, 1, 1));
+      bn2 = register_module("bn2", nn::BatchNorm2d(planes));
+    }
+    if (stride != 1 || inplanes != out) {
+      downsample = register_module("downsample", nn::Sequential());
+      ds_conv = reg(*downsample, "0", conv(inplanes, out, 1, stride, 0));
+      ds_bn = nn::BatchNorm2d(out);
+      downsample->register_module("1", ds_bn.ptr());
+    }
+  }
+
+  torch::Tensor forward(torch::Tensor x) {
+    torch::Tensor y = torch::relu(bn1(conv1.forward(x)));
+    if (bottleneck_) {
+      y = torch::relu(bn2(conv2.forward(y)));
+      y = bn3(conv3.forward(y));
+    } else {
+      y = bn2(conv2.forward(y));
+    }
+    const torch::Tensor identity = downsample ? ds_bn(ds_conv.forward(x)) : x;
+    return torch::relu(y + identity);
+  }
+
+  void add_slots(const std::string& prefix, std::vector<Slot>& out) {
+    out.push_back({prefix + "conv1", this, "conv1", &conv1});
+    out.push_back({prefix + "conv2", this, "conv2", &conv2});
+    if (bottleneck_) out.push_back({prefix + "conv3", this, "conv3", &conv3});
+    if (downsample) out.push_back({prefix + "downsample.0", downsample.get(), "0", &ds_conv});
+  }
+
+  nn::AnyModule conv1, conv2, conv3, ds_conv;
+  nn::BatchNorm2d bn1{nullptr}, bn2{nullptr}, bn3{nullptr}, ds_bn{nullptr};
+  nn::Sequential downsample{nullptr};
+
+ private:
+  bool bottleneck_;
+};
+TORCH_MODULE(Block);
+
+// ResNets: torchvision's ImageNet stem, or the CIFAR 3x3 stem with 16 channels.
+class ResNetImpl : public NetImpl {
+ public:
+  ResNetImpl(const std::vector<int>& blocks, bool bottleneck, bool cifar, const ZooOptions& o) : cifar_(cifar) {
+    const int64_t stem = cifar ? 16 : 64;
+    conv1 = reg(*this, "conv1", cifar ? conv(o.in_channels, stem, 3, 1, 1) : conv(o.in_channels, stem, 7, 2, 3));
+    bn1 = register_module("bn1", nn::BatchNorm2d(stem));
+    int64_t inplanes = stem;
+    for (size_t s = 0; s < blocks.size(); ++s) {
+      const int64_t planes = stem << s;
+      auto stage = register_module("layer" + std::to_string(s + 1), nn::Sequential());
+      for (int b = 0; b < blocks[s]; ++b) {
+        Block blk(inplanes, planes, (s > 0 && b == 0) ? 2 : 1, bottleneck);
+        stage->push_back(blk);
+        blocks_.push_back(blk);
+        names_.push_back("layer" + std::to_string(s + 1) + "." + std::to_string(b) + ".");
+        inplanes = planes * (bottleneck ? 4 : 1);
+      }
+      stages_.push_back(stage);
+    }
+    fc = reg(*this, "fc", nn::AnyModule(nn::Linear(inplanes, o.num_classes)));
+  }
+
+  torch::Tensor forward(torch::Tensor x) override {
+    x = torch::relu(bn1(conv1.forward(x)));
+    if (!cifar_) x = torch::max_pool2d(x, 3, 2, 1);
+    for (auto& b : blocks_) x = b->forward(x);
+    x = torch::adaptive_avg_pool2d(x, {1, 1}).flatten(1);
+    return fc.forward(x);
+  }
+
+  std::vector<Slot> slots() override {
+    std::vector<Slot> out{{"conv1", this, "conv1", &conv1}};
+    for (size_t i = 0; i < blocks_.size(); ++i) blocks_[i]->add_slots(names_[i], out);
+    out.push_back({"fc", this, "fc", &fc, true});
+    return out;
+  }
+
+  nn::AnyModule conv1, fc;
+  nn::BatchNorm2d bn1{nullptr};
+
+ private:
+  bool cifar_;
+  std::vector<nn::Sequential> stages_;
+  std::vector<Block> blocks_;
+  std::vector<std::string> names_;
+};
+
+// MobileNet-V1 (Howard et al. 2017) with the names of SPEC §6:
+// first_conv.{0 conv, 1 bn}, features.stageS.unitU.{dw_conv,pw_conv}.{conv,bn}, fc.
+class ConvBnImpl : public nn::Module {
+ public:
+  ConvBnImpl(int64_t in, int64_t out, int k, int stride, int64_t groups) {
+    c = reg(*this, "conv", conv(in, out, k, stride, k / 2, groups));
+    bn = register_module("bn", nn::BatchNorm2d(out));
+  }
+  torch::Tensor forward(torch::Tensor x) { return torch::relu(bn(c.forward(x))); }
+  nn::AnyModule c;
+  nn::BatchNorm2d bn{nullptr};
+};
+TORCH_MODULE(ConvBn);
+
+class MobileNetV1Impl : public NetImpl {
+ public:
+  explicit MobileNetV1Impl(const ZooOptions& o) {
+    first = register_module("first_conv", nn::Sequential());
+    first_conv = reg(*first, "0", conv(o.in_channels, 32, 3, 2, 1));
+    first_bn = nn::BatchNorm2d(32);
+    first->register_module("1", first_bn.ptr());
+    auto features = register_module("features", nn::Sequential());
+    const std::vector<std::pair<int64_t, int>> stages = {{64, 1}, {128, 2}, {256, 2}, {512, 6}, {1024, 2}};
+    int64_t c = 32;
+    for (size_t s = 0; s < stages.size(); ++s) {
+      auto stage = nn::Sequential();
+      features->register_module("stage" + std::to_string(s + 1), stage.ptr());
+      for (int u = 0; u < stages[s].second; ++u) {
+        auto unit = nn::Sequential();
+        stage->register_module("unit" + std::to_string(u + 1), unit.ptr());
+        ConvBn dw(c, c, 3, (s > 0 && u == 0) ? 2 : 1, c), pw(c, stages[s].first, 1, 1, 1);
+        unit->register_module("dw_conv", dw.ptr());
+        unit->register_module("pw_conv", pw.ptr());
+        const std::string p = "features.stage" + std::to_string(s + 1) + ".unit" + std::to_string(u + 1) + ".";
+        units_.push_back({p + "dw_conv.conv", dw});
+        units_.push_back({p + "pw_conv.conv", pw});
+        c = stages[s].first;
+      }
+    }
+    fc = reg(*this, "fc", nn::AnyModule(nn::Linear(1024, o.num_classes)));
+  }
+
+  torch::Tensor forward(torch::Tensor x) override {
+    x = torch::relu(first_bn(first_conv.forward(x)));
+    for (auto& [name, u] : units_) x = u->forward(x);
+    x = torch::adaptive_avg_pool2d(x, {1, 1}).flatten(1);
+    return fc.forward(x);
+  }
+
+  std::vector<Slot> slots() override {
+    std::vector<Slot> out{{"first_conv.0", first.get(), "0", &first_conv}};
+    for (auto& [name, u] : units_) out.push_back({name, u.get(), "conv", &u->c});
+    out.push_back({"fc", this, "fc", &fc, true});
+    return out;
+  }
+
+  nn::AnyModule first_conv, fc;
+  nn::BatchNorm2d first_bn{nullptr};
+  nn::Sequential first{nullptr};
+
+ private:
+  std::vector<std::pair<std::string, ConvBn>> units_;
+};
+
+}  // namespace
+
+const std::vector<std::string>& model_names() {
+  static const std::vector<std::string> names = {"resnet18", "resnet50", "mobilenetv1", "resnet20"};
+  return names;
+}
+
+Net make_model(const std::string& name, const ZooOptions& o) {
+  MPQ_CHECK(o.num_classes > 0 && o.in_channels > 0, name, ": classes and input channels must be positive");
+  Net net;
+  if (name == "resnet18") net = std::make_shared<ResNetImpl>(std::vector<int>{2, 2, 2, 2}, false, false, o);
+  else if (name == "resnet50") net = std::make_shared<ResNetImpl>(std::vector<int>{3, 4, 6, 3}, true, false, o);
+  else if (name == "resnet20") net = std::make_shared<ResNetImpl>(std::vector<int>{3, 3, 3}, false, true, o);
+  else if (name == "mobilenetv1") net = std::make_shared<MobileNetV1Impl>(o);
+  if (net) return net;
+  std::string known;
+  for (const auto& n : model_names()) known += (known.empty() ? "" : ", ") + n;
+  throw InputError("arch: unknown model '" + name + "' (known: " + known + ")");
+}
+
+}  // namespace mpq::models

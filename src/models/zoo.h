@@ -1,0 +1,50 @@
+// The model zoo (SPEC §6): ResNet-18/50 with torchvision's layout and names,
+// MobileNet-V1 with the original's names, CIFAR-style ResNet-20.
+//
+// Every conv and the fc sit in a `Slot`: a registered child held as an
+// AnyModule, so the quantization library can swap a layer for its quantized
+// version under the same name and parameter paths ("layer1.0.conv1.weight").
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/any.h>
+#include <torch/types.h>
+
+namespace mpq::models {
+
+struct ZooOptions {
+  int num_classes = 1000;
+  int in_channels = 3;
+};
+
+// A swappable layer: its full name, its owner, and the callable in use.
+struct Slot {
+  std::string name;        // "layer1.0.conv1", "fc"
+  torch::nn::Module* owner;
+  std::string local;       // name within the owner: "conv1", "0", "fc"
+  torch::nn::AnyModule* layer;
+  bool is_linear = false;
+};
+
+// A zoo network: forward plus the slots of its conv and linear layers in
+// forward order (the geometry tables' order).
+class NetImpl : public torch::nn::Module {
+ public:
+  virtual torch::Tensor forward(torch::Tensor x) = 0;
+  virtual std::vector<Slot> slots() = 0;
+  // Replaces the layer in `slot` with `m`, keeping its registered name.
+  void replace(const Slot& slot, torch::nn::AnyModule m);
+};
+
+using Net = std::shared_ptr<NetImpl>;
+
+// Names: resnet18, resnet50, mobilenetv1, resnet20. InputError listing the
+// known names otherwise.
+Net make_model(const std::string& name, const ZooOptions& options = {});
+const std::vector<std::string>& model_names();
+
+}  // namespace mpq::models

@@ -1,0 +1,160 @@
+// The zoo against torchvision (golden ResNet-18 logits) and the torch-free
+// geometry tables; PyTorch checkpoints read and written.
+#include <gtest/gtest.h>
+
+#include <torch/serialize.h>
+#include <torch/torch.h>
+
+#include "models/zoo.h"
+#include "mpq/common/error.h"
+#include "mpq/search/geometry.h"
+#include "test_util.h"
+#include "torchio/checkpoint.h"
+
+using namespace mpq;
+
+namespace {
+
+// Wraps a layer and records the spatial size of its output.
+struct RecorderImpl : torch::nn::Module {
+  explicit RecorderImpl(torch::nn::AnyModule inner) : inner(std::move(inner)) {
+    register_module("inner", this->inner.ptr());
+  }
+  torch::Tensor forward(torch::Tensor x) {
+    torch::Tensor y = inner.forward(x);
+    out_hw = y.dim() == 4 ? y.size(2) * y.size(3) : 1;
+    return y;
+  }
+  torch::nn::AnyModule inner;
+  int64_t out_hw = 0;
+};
+TORCH_MODULE(Recorder);
+
+c10::Dict<c10::IValue, c10::IValue> load_plain(const std::string& name) {
+  const std::string bytes = test::read_all(test::golden(name));
+  return torch::pickle_load(std::vector<char>(bytes.begin(), bytes.end())).toGenericDict();
+}
+
+}  // namespace
+
+TEST(Zoo, ResNet18ReproducesTorchvisionLogits) {
+  auto net = models::make_model("resnet18");
+  const auto ck = torchio::read_checkpoint(test::golden("resnet18_torchvision.pth"));
+  EXPECT_EQ(ck.state_key, "");
+  const auto report = torchio::load_state_dict(*net, ck.state, /*strict=*/true, "resnet18_torchvision.pth");
+  EXPECT_TRUE(report.clean()) << report.summary();
+  net->eval();
+  const auto io = load_plain("resnet18_io.pt");
+  torch::NoGradGuard no_grad;
+  const torch::Tensor logits = net->forward(io.at("input").toTensor());
+  EXPECT_LE((logits - io.at("logits").toTensor()).abs().max().item<double>(), 1e-4);
+}
+
+TEST(Zoo, LayersMatchTheSearchGeometry) {
+  struct Case {
+    const char* model;
+    int hw, channels, classes;
+  } cases[] = {{"resnet18", 224, 3, 1000}, {"resnet50", 224, 3, 1000}, {"mobilenetv1", 224, 3, 1000},
+               {"resnet20", 28, 1, 10},    {"resnet20", 32, 3, 10}};
+  for (const auto& c : cases) {
+    SCOPED_TRACE(std::string(c.model) + " at " + std::to_string(c.hw));
+    auto net = models::make_model(c.model, {c.classes, c.channels});
+    const auto geo = search::zoo_geometry(c.model, {c.hw, c.hw, c.channels, c.classes});
+    auto slots = net->slots();
+    ASSERT_EQ(slots.size(), geo.layers.size());
+    std::vector<Recorder> recs;
+    for (auto& s : slots) {
+      Recorder r(*s.layer);
+      net->replace(s, torch::nn::AnyModule(r));
+      recs.push_back(r);
+    }
+    torch::NoGradGuard no_grad;
+    net->eval();
+    net->forward(torch::zeros({1, c.channels, c.hw, c.hw}));
+    const auto params = net->named_parameters();
+    for (size_t i = 0; i < slots.size(); ++i) {
+      const auto& g = geo.layers[i];
+      EXPECT_EQ(slots[i].name, g.name);
+      const torch::Tensor w = params[slots[i].name + ".inner.weight"];
+      EXPECT_EQ(w.numel(), g.params) << g.name;
+      EXPECT_EQ(w.numel() * recs[i]->out_hw, g.macs) << g.name;
+    }
+  }
+}
+
+TEST(Zoo, UnknownModelListsTheKnownOnes) {
+  try {
+    models::make_model("vgg16");
+    FAIL();
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("known: resnet18, resnet50, mobilenetv1, resnet20"), std::string::npos);
+  }
+}
+
+TEST(Checkpoint, ReadsTheOriginalsPretrainCheckpoint) {
+  const auto ck = torchio::read_checkpoint(test::golden("limpq_pretrain_checkpoint.pth.tar"));
+  EXPECT_EQ(ck.state_key, "state_dict");
+  ASSERT_NE(ck.root.find("epoch"), nullptr);
+  const auto ref = load_plain("joint_step_state_after_3.pt");
+  size_t matched = 0;
+  for (const auto& [name, t] : ck.state) {
+    const std::string key = "module." + name;
+    ASSERT_TRUE(ref.contains(key)) << key;
+    const torch::Tensor r = ref.at(key).toTensor();
+    EXPECT_EQ(t.sizes(), r.sizes()) << key;
+    EXPECT_EQ(t.scalar_type(), r.scalar_type()) << key;
+    EXPECT_TRUE(torch::equal(t, r)) << key;
+    ++matched;
+  }
+  EXPECT_EQ(matched, ref.size());
+  bool has_scale = false;
+  for (const auto& [name, t] : ck.state) has_scale |= name == "conv2.quan_w_fn.s";
+  EXPECT_TRUE(has_scale);
+}
+
+TEST(Checkpoint, SavedCheckpointsReadBack) {
+  test::TempDir dir;
+  torch::Tensor a = torch::randn({3, 4}), b = torch::arange(10);
+  torchio::save_checkpoint(dir.file("c.pt"), {{"w", a}, {"n", b}}, {{"epoch", c10::IValue(int64_t{7})}});
+  const auto ck = torchio::read_checkpoint(dir.file("c.pt"));
+  ASSERT_EQ(ck.state.size(), 2u);
+  std::map<std::string, torch::Tensor> m(ck.state.begin(), ck.state.end());
+  EXPECT_TRUE(torch::equal(m["w"], a));
+  EXPECT_TRUE(torch::equal(m["n"], b));
+  EXPECT_EQ(ck.root.find("epoch")->as_int(), 7);
+}
+
+TEST(Checkpoint, CorruptFilesAreOneClearError) {
+  test::TempDir dir;
+  const std::string good = test::read_all(test::golden("limpq_pretrain_checkpoint.pth.tar"));
+  test::write_all(dir.file("trunc.pth"), good.substr(0, good.size() / 2));
+  test::write_all(dir.file("text.pth"), "hello\n");
+  test::write_all(dir.file("legacy.pth"), std::string("\x80\x02\x8a\x0a", 4));
+  std::string flipped = good;
+  for (size_t i = 200; i < flipped.size(); i += 997) flipped[i] = static_cast<char>(~flipped[i]);
+  test::write_all(dir.file("flipped.pth"), flipped);
+  for (const char* f : {"trunc.pth", "text.pth", "legacy.pth", "flipped.pth", "missing.pth"}) {
+    try {
+      torchio::read_checkpoint(dir.file(f));
+      ADD_FAILURE() << f << " was accepted";
+    } catch (const InputError& e) {
+      EXPECT_NE(std::string(e.what()).find(dir.file(f) + ":"), std::string::npos) << e.what();
+    }
+  }
+}
+
+TEST(Checkpoint, StrictLoadNamesWhatDoesNotMatch) {
+  auto net = models::make_model("resnet18", {10, 3});
+  const auto ck = torchio::read_checkpoint(test::golden("resnet18_torchvision.pth"));
+  try {
+    torchio::load_state_dict(*net, ck.state, true, "r18.pth");
+    FAIL();
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("2 shape-mismatched (fc.weight: file [1000, 512] vs model [10, 512]"),
+              std::string::npos)
+        << e.what();
+  }
+  const auto report = torchio::load_state_dict(*net, ck.state, false, "r18.pth");
+  EXPECT_EQ(report.mismatched.size(), 2u);
+  EXPECT_TRUE(report.missing.empty());
+}
