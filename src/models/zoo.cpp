@@ -18,6 +18,12 @@ void NetImpl::replace(const Slot& slot, nn::AnyModule m) {
   *slot.layer = std::move(m);
 }
 
+void NetImpl::replace_bn(const Slot& slot, nn::AnyModule m) {
+  MPQ_ASSERT(slot.bn != nullptr, "no BatchNorm after ", slot.name);
+  slot.bn_owner->replace_module(slot.bn_local, m.ptr());
+  *slot.bn = std::move(m);
+}
+
 namespace {
 
 nn::AnyModule conv(int64_t in, int64_t out, int k, int stride, int pad, int64_t groups = 1) {
@@ -30,6 +36,10 @@ nn::AnyModule reg(nn::Module& owner, const std::string& name, nn::AnyModule m) {
   return m;
 }
 
+nn::AnyModule bn(nn::Module& owner, const std::string& name, int64_t channels) {
+  return reg(owner, name, nn::AnyModule(nn::BatchNorm2d(channels)));
+}
+
 // torchvision's BasicBlock (expansion 1) and Bottleneck (expansion 4, stride on conv2).
 class BlockImpl : public nn::Module {
  public:
@@ -37,46 +47,46 @@ class BlockImpl : public nn::Module {
     const int64_t out = planes * (bottleneck ? 4 : 1);
     if (bottleneck) {
       conv1 = reg(*this, "conv1", conv(inplanes, planes, 1, 1, 0));
-      bn1 = register_module("bn1", nn::BatchNorm2d(planes));
+      bn1 = bn(*this, "bn1", planes);
       conv2 = reg(*this, "conv2", conv(planes, planes, 3, stride, 1));
-      bn2 = register_module("bn2", nn::BatchNorm2d(planes));
+      bn2 = bn(*this, "bn2", planes);
       conv3 = reg(*this, "conv3", conv(planes, out, 1, 1, 0));
-      bn3 = register_module("bn3", nn::BatchNorm2d(out));
+      bn3 = bn(*this, "bn3", out);
     } else {
       conv1 = reg(*this, "conv1", conv(inplanes, planes, 3, stride, 1));
-      bn1 = register_module("bn1", nn::BatchNorm2d(planes));
+      bn1 = bn(*this, "bn1", planes);
       conv2 = reg(*this, "conv2", conv(planes, planes, 3, 1, 1));
-      bn2 = register_module("bn2", nn::BatchNorm2d(planes));
+      bn2 = bn(*this, "bn2", planes);
     }
     if (stride != 1 || inplanes != out) {
       downsample = register_module("downsample", nn::Sequential());
       ds_conv = reg(*downsample, "0", conv(inplanes, out, 1, stride, 0));
-      ds_bn = nn::BatchNorm2d(out);
-      downsample->register_module("1", ds_bn.ptr());
+      ds_bn = bn(*downsample, "1", out);
     }
   }
 
   torch::Tensor forward(torch::Tensor x) {
-    torch::Tensor y = torch::relu(bn1(conv1.forward(x)));
+    torch::Tensor y = torch::relu(bn1.forward(conv1.forward(x)));
     if (bottleneck_) {
-      y = torch::relu(bn2(conv2.forward(y)));
-      y = bn3(conv3.forward(y));
+      y = torch::relu(bn2.forward(conv2.forward(y)));
+      y = bn3.forward(conv3.forward(y));
     } else {
-      y = bn2(conv2.forward(y));
+      y = bn2.forward(conv2.forward(y));
     }
-    const torch::Tensor identity = downsample ? ds_bn(ds_conv.forward(x)) : x;
+    const torch::Tensor identity = downsample ? ds_bn.forward(ds_conv.forward(x)) : x;
     return torch::relu(y + identity);
   }
 
   void add_slots(const std::string& prefix, std::vector<Slot>& out) {
-    out.push_back({prefix + "conv1", this, "conv1", &conv1});
-    out.push_back({prefix + "conv2", this, "conv2", &conv2});
-    if (bottleneck_) out.push_back({prefix + "conv3", this, "conv3", &conv3});
-    if (downsample) out.push_back({prefix + "downsample.0", downsample.get(), "0", &ds_conv});
+    out.push_back({prefix + "conv1", this, "conv1", &conv1, false, this, "bn1", &bn1});
+    out.push_back({prefix + "conv2", this, "conv2", &conv2, false, this, "bn2", &bn2});
+    if (bottleneck_) out.push_back({prefix + "conv3", this, "conv3", &conv3, false, this, "bn3", &bn3});
+    if (downsample)
+      out.push_back({prefix + "downsample.0", downsample.get(), "0", &ds_conv, false, downsample.get(), "1", &ds_bn});
   }
 
   nn::AnyModule conv1, conv2, conv3, ds_conv;
-  nn::BatchNorm2d bn1{nullptr}, bn2{nullptr}, bn3{nullptr}, ds_bn{nullptr};
+  nn::AnyModule bn1, bn2, bn3, ds_bn;
   nn::Sequential downsample{nullptr};
 
  private:
@@ -90,7 +100,7 @@ class ResNetImpl : public NetImpl {
   ResNetImpl(const std::vector<int>& blocks, bool bottleneck, bool cifar, const ZooOptions& o) : cifar_(cifar) {
     const int64_t stem = cifar ? 16 : 64;
     conv1 = reg(*this, "conv1", cifar ? conv(o.in_channels, stem, 3, 1, 1) : conv(o.in_channels, stem, 7, 2, 3));
-    bn1 = register_module("bn1", nn::BatchNorm2d(stem));
+    bn1 = bn(*this, "bn1", stem);
     int64_t inplanes = stem;
     for (size_t s = 0; s < blocks.size(); ++s) {
       const int64_t planes = stem << s;
@@ -108,7 +118,7 @@ class ResNetImpl : public NetImpl {
   }
 
   torch::Tensor forward(torch::Tensor x) override {
-    x = torch::relu(bn1(conv1.forward(x)));
+    x = torch::relu(bn1.forward(conv1.forward(x)));
     if (!cifar_) x = torch::max_pool2d(x, 3, 2, 1);
     for (auto& b : blocks_) x = b->forward(x);
     x = torch::adaptive_avg_pool2d(x, {1, 1}).flatten(1);
@@ -116,14 +126,13 @@ class ResNetImpl : public NetImpl {
   }
 
   std::vector<Slot> slots() override {
-    std::vector<Slot> out{{"conv1", this, "conv1", &conv1}};
+    std::vector<Slot> out{{"conv1", this, "conv1", &conv1, false, this, "bn1", &bn1}};
     for (size_t i = 0; i < blocks_.size(); ++i) blocks_[i]->add_slots(names_[i], out);
     out.push_back({"fc", this, "fc", &fc, true});
     return out;
   }
 
-  nn::AnyModule conv1, fc;
-  nn::BatchNorm2d bn1{nullptr};
+  nn::AnyModule conv1, bn1, fc;
 
  private:
   bool cifar_;
@@ -138,11 +147,10 @@ class ConvBnImpl : public nn::Module {
  public:
   ConvBnImpl(int64_t in, int64_t out, int k, int stride, int64_t groups) {
     c = reg(*this, "conv", conv(in, out, k, stride, k / 2, groups));
-    bn = register_module("bn", nn::BatchNorm2d(out));
+    b = bn(*this, "bn", out);
   }
-  torch::Tensor forward(torch::Tensor x) { return torch::relu(bn(c.forward(x))); }
-  nn::AnyModule c;
-  nn::BatchNorm2d bn{nullptr};
+  torch::Tensor forward(torch::Tensor x) { return torch::relu(b.forward(c.forward(x))); }
+  nn::AnyModule c, b;
 };
 TORCH_MODULE(ConvBn);
 
@@ -151,8 +159,7 @@ class MobileNetV1Impl : public NetImpl {
   explicit MobileNetV1Impl(const ZooOptions& o) {
     first = register_module("first_conv", nn::Sequential());
     first_conv = reg(*first, "0", conv(o.in_channels, 32, 3, 2, 1));
-    first_bn = nn::BatchNorm2d(32);
-    first->register_module("1", first_bn.ptr());
+    first_bn = bn(*first, "1", 32);
     auto features = register_module("features", nn::Sequential());
     const std::vector<std::pair<int64_t, int>> stages = {{64, 1}, {128, 2}, {256, 2}, {512, 6}, {1024, 2}};
     int64_t c = 32;
@@ -175,21 +182,20 @@ class MobileNetV1Impl : public NetImpl {
   }
 
   torch::Tensor forward(torch::Tensor x) override {
-    x = torch::relu(first_bn(first_conv.forward(x)));
+    x = torch::relu(first_bn.forward(first_conv.forward(x)));
     for (auto& [name, u] : units_) x = u->forward(x);
     x = torch::adaptive_avg_pool2d(x, {1, 1}).flatten(1);
     return fc.forward(x);
   }
 
   std::vector<Slot> slots() override {
-    std::vector<Slot> out{{"first_conv.0", first.get(), "0", &first_conv}};
-    for (auto& [name, u] : units_) out.push_back({name, u.get(), "conv", &u->c});
+    std::vector<Slot> out{{"first_conv.0", first.get(), "0", &first_conv, false, first.get(), "1", &first_bn}};
+    for (auto& [name, u] : units_) out.push_back({name, u.get(), "conv", &u->c, false, u.get(), "bn", &u->b});
     out.push_back({"fc", this, "fc", &fc, true});
     return out;
   }
 
-  nn::AnyModule first_conv, fc;
-  nn::BatchNorm2d first_bn{nullptr};
+  nn::AnyModule first_conv, first_bn, fc;
   nn::Sequential first{nullptr};
 
  private:

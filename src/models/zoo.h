@@ -21,13 +21,17 @@ struct ZooOptions {
   int in_channels = 3;
 };
 
-// A swappable layer: its full name, its owner, and the callable in use.
+// A swappable layer: its full name, its owner, and the callable in use; for
+// a conv, also the BatchNorm that follows it (swappable the same way).
 struct Slot {
   std::string name;        // "layer1.0.conv1", "fc"
   torch::nn::Module* owner;
   std::string local;       // name within the owner: "conv1", "0", "fc"
   torch::nn::AnyModule* layer;
   bool is_linear = false;
+  torch::nn::Module* bn_owner = nullptr;  // null for the fc
+  std::string bn_local;                   // "bn1", "1", "bn"
+  torch::nn::AnyModule* bn = nullptr;
 };
 
 // A zoo network: forward plus the slots of its conv and linear layers in
@@ -38,6 +42,8 @@ class NetImpl : public torch::nn::Module {
   virtual std::vector<Slot> slots() = 0;
   // Replaces the layer in `slot` with `m`, keeping its registered name.
   void replace(const Slot& slot, torch::nn::AnyModule m);
+  // Replaces the BatchNorm after the conv in `slot`, keeping its name.
+  void replace_bn(const Slot& slot, torch::nn::AnyModule m);
 };
 
 using Net = std::shared_ptr<NetImpl>;

@@ -158,3 +158,19 @@ TEST(Checkpoint, StrictLoadNamesWhatDoesNotMatch) {
   EXPECT_EQ(report.mismatched.size(), 2u);
   EXPECT_TRUE(report.missing.empty());
 }
+
+TEST(Checkpoint, PythonTorchLoadReadsWhatWeWrite) {
+  // Debian's python3-torch; /usr/bin/python3 so a virtualenv's python does not hide it.
+  if (std::system("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1") != 0)
+    GTEST_SKIP() << "python3-torch is not installed (apt-get install python3-torch to run this check)";
+  test::TempDir dir;
+  torch::manual_seed(0);
+  const torch::Tensor w = torch::randn({4, 3, 3, 3});
+  torchio::save_checkpoint(dir.file("c.pt"), {{"layer1.0.conv1.weight", w}},
+                           {{"epoch", c10::IValue(int64_t{3})}, {"arch", c10::IValue(std::string("resnet18"))}});
+  const std::string cmd = "/usr/bin/python3 -c \"import torch; d = torch.load('" + dir.file("c.pt") +
+                          "'); assert type(d) is dict and d['epoch'] == 3 and d['arch'] == 'resnet18', d; "
+                          "w = d['layer1.0.conv1.weight']; assert w.shape == (4, 3, 3, 3); "
+                          "assert abs(float(w.sum()) - " + std::to_string(w.sum().item<double>()) + ") < 1e-4\"";
+  EXPECT_EQ(std::system(cmd.c_str()), 0);
+}

@@ -1,0 +1,104 @@
+// Quantizing zoo networks by layer name: names, excepted layers, switching
+// bits and BatchNorm copies, the finetuning fc's SAT rescale.
+#include <gtest/gtest.h>
+
+#include <torch/torch.h>
+
+#include "models/zoo.h"
+#include "mpq/common/error.h"
+#include "mpq/search/geometry.h"
+#include "quant/qmodules.h"
+
+using namespace mpq;
+
+TEST(Quantize, IndicatorTrainingLayout) {
+  torch::manual_seed(0);
+  auto q = quant::quantize_for_indicators(models::make_model("resnet20", {10, 1}), {4, 3, 2});
+  EXPECT_EQ(q.names, search::zoo_geometry("resnet20", {28, 28, 1, 10}).searchable_names());
+  const auto params = q.net->named_parameters();
+  const auto buffers = q.net->named_buffers();
+  EXPECT_EQ(params["layer1.0.conv1.quan_w_fn.s"].sizes(), torch::IntArrayRef({3}));
+  EXPECT_EQ(params["layer2.0.downsample.0.quan_a_fn.s"].sizes(), torch::IntArrayRef({3}));
+  EXPECT_TRUE(buffers.contains("layer1.0.conv1.quan_a_fn.init_state"));
+  EXPECT_TRUE(buffers.contains("layer1.0.bn1.bns.2.running_mean"));
+  EXPECT_TRUE(buffers.contains("layer2.0.downsample.1.bns.0.running_var"));
+  // Excepted layers stay in full precision, with their plain names.
+  EXPECT_TRUE(params.contains("conv1.weight"));
+  EXPECT_FALSE(params.contains("conv1.quan_w_fn.s"));
+  EXPECT_TRUE(buffers.contains("bn1.running_mean"));
+  EXPECT_TRUE(params.contains("fc.weight"));
+  EXPECT_FALSE(params.contains("fc.quan_w_fn.s"));
+  // The weight scale starts from the 3-sigma rule: 4 bits < 2 bits.
+  const torch::Tensor s = params["layer1.0.conv1.quan_w_fn.s"];
+  EXPECT_LT(s[0].item<float>(), s[2].item<float>());
+}
+
+TEST(Quantize, SwitchingBitsSelectsScalesAndBatchNorms) {
+  torch::manual_seed(1);
+  auto q = quant::quantize_for_indicators(models::make_model("resnet20", {10, 1}), {4, 2});
+  q.net->train();
+  const torch::Tensor x = torch::randn({4, 1, 28, 28});
+  q.set_uniform(4);
+  const torch::Tensor y4 = q.net->forward(x);
+  q.set_uniform(2);
+  const torch::Tensor y2 = q.net->forward(x);
+  EXPECT_FALSE(torch::allclose(y4, y2));
+  const auto buffers = q.net->named_buffers();
+  // Each bit-width initialised its own activation scale and used its own BN copy.
+  EXPECT_EQ(buffers["layer1.0.conv1.quan_a_fn.init_state"][0].item<float>(), 1.f);
+  EXPECT_EQ(buffers["layer1.0.conv1.quan_a_fn.init_state"][1].item<float>(), 1.f);
+  EXPECT_EQ(buffers["layer1.0.bn1.bns.0.num_batches_tracked"].item<int64_t>(), 1);
+  EXPECT_EQ(buffers["layer1.0.bn1.bns.1.num_batches_tracked"].item<int64_t>(), 1);
+  q.set_mixed(std::vector<int>(q.convs.size(), 2));
+  (void)q.net->forward(x);
+  EXPECT_EQ(buffers["layer1.0.bn1.bns.1.num_batches_tracked"].item<int64_t>(), 2);
+  EXPECT_EQ(buffers["layer1.0.bn1.bns.0.num_batches_tracked"].item<int64_t>(), 1);
+  // Gradients reach the scales of the bits in use.
+  q.net->forward(x).sum().backward();
+  const torch::Tensor g = q.net->named_parameters()["layer1.0.conv1.quan_w_fn.s"].grad();
+  ASSERT_TRUE(g.defined());
+  EXPECT_NE(g[1].item<float>(), 0.f);
+  EXPECT_EQ(g[0].item<float>(), 0.f);
+}
+
+TEST(Quantize, FinetunePolicyLayout) {
+  torch::manual_seed(2);
+  const auto names = search::zoo_geometry("resnet20", {28, 28, 1, 10}).searchable_names();
+  std::vector<int> wb(names.size(), 3), ab(names.size(), 4);
+  wb[0] = 2;
+  auto q = quant::quantize_for_finetune(models::make_model("resnet20", {10, 1}), names, wb, ab);
+  const auto params = q.net->named_parameters();
+  EXPECT_EQ(params["layer1.0.conv1.quan_w_fn.s"].sizes(), torch::IntArrayRef({1}));
+  EXPECT_EQ(q.convs[0]->weight_bits, 2);
+  EXPECT_EQ(q.convs[0]->act_bits, 4);
+  EXPECT_TRUE(params.contains("conv1.quan_w_fn.s"));    // first conv: W8
+  EXPECT_FALSE(params.contains("conv1.quan_a_fn.s"));   // its input, the image, unquantized
+  EXPECT_TRUE(params.contains("fc.quan_a_fn.s"));       // fc: W8A8
+  // SAT: eval-mode logits are the training-mode ones scaled by a positive constant.
+  const torch::Tensor x = torch::randn({3, 1, 28, 28});
+  q.net->train();
+  (void)q.net->forward(x);  // initialise the activation scales
+  torch::NoGradGuard no_grad;
+  q.net->eval();
+  const torch::Tensor e = q.net->forward(x);
+  EXPECT_EQ(e.sizes(), torch::IntArrayRef({3, 10}));
+  EXPECT_TRUE(torch::isfinite(e).all().item<bool>());
+}
+
+TEST(Quantize, PolicyForAnotherModelIsOneClearError) {
+  auto names = search::zoo_geometry("resnet20", {28, 28, 1, 10}).searchable_names();
+  names[3] = "layer1.1.conv9";
+  const std::vector<int> bits(names.size(), 4);
+  try {
+    quant::quantize_for_finetune(models::make_model("resnet20", {10, 1}), names, bits, bits);
+    FAIL();
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("searchable layer 3 is 'layer1.1.conv9' but the model's is 'layer1.1.conv2'"),
+              std::string::npos)
+        << e.what();
+  }
+  names.pop_back();
+  const std::vector<int> short_bits(names.size(), 4);
+  EXPECT_THROW(quant::quantize_for_finetune(models::make_model("resnet20", {10, 1}), names, short_bits, short_bits),
+               InputError);
+}
