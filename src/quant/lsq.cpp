@@ -29,6 +29,65 @@ inline float round_half_even(float v) {
   return t - 12582912.0f;
 }
 
+// The forward kernel is branch-free and vectorises; x / s stays a
+// division (not a multiplication by 1/s) to round exactly as PyTorch does.
+void forward_kernel(const float* __restrict px, float* __restrict py, int64_t numel, float sv, float n, float p) {
+  at::parallel_for(0, numel, 1 << 14, [=](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      float v = px[i] / sv;
+      v = v < n ? n : v;
+      v = v > p ? p : v;
+      py[i] = round_half_even(v) * sv;
+    }
+  });
+}
+
+// One element of the backward pass, without branches: writes the input
+// gradient (go inside [n, p], else 0) and returns go * ds. "Inside" is "the
+// clamp left v unchanged", which also holds at v == n and v == p.
+inline float grad_element(float x, float go, float& gx, float sv, float n, float p) {
+  const float v = x / sv;
+  const float lo = v < n ? n : v;
+  const float vc = lo > p ? p : lo;
+  const bool inside = vc == v;
+  gx = inside ? go : 0.f;
+  return go * (round_half_even(vc) - (inside ? v : 0.f));
+}
+
+// Writes the input gradient and returns sum(go * ds) (ds = round(v) - v
+// inside, n or p outside), summed in fixed chunks and lanes in double so the
+// result does not depend on the thread count.
+double backward_kernel(const float* __restrict px, const float* __restrict pg, float* __restrict pgx, int64_t numel,
+                       float sv, float n, float p) {
+  constexpr int64_t kChunk = 1 << 14;
+  constexpr int kLanes = 8;
+  constexpr int64_t kBlock = 256;
+  const int64_t chunks = (numel + kChunk - 1) / kChunk;
+  std::vector<double> partial(static_cast<size_t>(std::max<int64_t>(chunks, 1)), 0.0);
+  at::parallel_for(0, chunks, 1, [&](int64_t cb, int64_t ce) {
+    for (int64_t c = cb; c < ce; ++c) {
+      const int64_t begin = c * kChunk, end = std::min(numel, begin + kChunk);
+      // Float lanes over short blocks, flushed into double: accurate, and the
+      // same whatever the thread count (GCC 12 does not vectorise this loop yet).
+      double lane[kLanes] = {0};
+      int64_t i = begin;
+      for (; i + kBlock <= end; i += kBlock) {
+        float acc[kLanes] = {0};
+        for (int64_t j = i; j < i + kBlock; j += kLanes)
+          for (int k = 0; k < kLanes; ++k) acc[k] += grad_element(px[j + k], pg[j + k], pgx[j + k], sv, n, p);
+        for (int k = 0; k < kLanes; ++k) lane[k] += acc[k];
+      }
+      for (; i < end; ++i) lane[0] += static_cast<double>(grad_element(px[i], pg[i], pgx[i], sv, n, p));
+      double acc = 0;
+      for (double l : lane) acc += l;
+      partial[static_cast<size_t>(c)] = acc;
+    }
+  });
+  double sum = 0;
+  for (double v : partial) sum += v;
+  return sum;
+}
+
 class LsqFunction : public torch::autograd::Function<LsqFunction> {
  public:
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& s,
@@ -38,16 +97,8 @@ class LsqFunction : public torch::autograd::Function<LsqFunction> {
     const float sv = clamp_scale ? std::min(std::max(s_raw, static_cast<float>(kScaleMin)), static_cast<float>(kScaleMax))
                                  : s_raw;
     torch::Tensor y = torch::empty_like(xc);
-    const float* px = xc.data_ptr<float>();
-    float* py = y.data_ptr<float>();
-    const float n = static_cast<float>(neg), p = static_cast<float>(pos);
-    at::parallel_for(0, xc.numel(), 1 << 14, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        float v = px[i] / sv;
-        v = v < n ? n : (v > p ? p : v);
-        py[i] = round_half_even(v) * sv;
-      }
-    });
+    forward_kernel(xc.data_ptr<float>(), y.data_ptr<float>(), xc.numel(), sv, static_cast<float>(neg),
+                   static_cast<float>(pos));
     ctx->save_for_backward({xc, s});
     ctx->saved_data["neg"] = neg;
     ctx->saved_data["pos"] = pos;
@@ -71,39 +122,7 @@ class LsqFunction : public torch::autograd::Function<LsqFunction> {
                                  : s_raw;
     const torch::Tensor go = grad_out[0].contiguous();
     torch::Tensor gx = torch::empty_like(x);
-    const float* px = x.data_ptr<float>();
-    const float* pg = go.data_ptr<float>();
-    float* pgx = gx.data_ptr<float>();
-    // The scale gradient is a sum over all elements: per-chunk partial sums in
-    // double, combined in chunk order so the result does not depend on threads.
-    const int64_t numel = x.numel();
-    constexpr int64_t kChunk = 1 << 14;
-    const int64_t chunks = (numel + kChunk - 1) / kChunk;
-    std::vector<double> partial(static_cast<size_t>(std::max<int64_t>(chunks, 1)), 0.0);
-    at::parallel_for(0, chunks, 1, [&](int64_t cb, int64_t ce) {
-      for (int64_t c = cb; c < ce; ++c) {
-        double acc = 0;
-        const int64_t end = std::min(numel, (c + 1) * kChunk);
-        for (int64_t i = c * kChunk; i < end; ++i) {
-          const float v = px[i] / sv;
-          float ds;
-          if (v < n) {
-            ds = n;
-            pgx[i] = 0.f;
-          } else if (v > p) {
-            ds = p;
-            pgx[i] = 0.f;
-          } else {
-            ds = round_half_even(v) - v;
-            pgx[i] = pg[i];
-          }
-          acc += static_cast<double>(pg[i]) * ds;
-        }
-        partial[static_cast<size_t>(c)] = acc;
-      }
-    });
-    double sum = 0;
-    for (double v : partial) sum += v;
+    const double sum = backward_kernel(x.data_ptr<float>(), go.data_ptr<float>(), gx.data_ptr<float>(), x.numel(), sv, n, p);
     torch::Tensor gs = torch::full_like(s, s_inside ? static_cast<float>(sum * g) : 0.f);
     return {gx, gs, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
