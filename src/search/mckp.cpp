@@ -3,17 +3,16 @@
 // CBC alone needs minutes for 1000 layers x 49 pairs. This method proves the
 // same optimum in well under a second:
 //  1. per-layer dominance pruning: a pair that costs at least as much
-//     objective, BitOPs and size as another pair of its layer is never needed;
-//  2. the LP relaxation (CLP), whose reduced costs d >= 0 give, for any
-//     integer solution x, objective(x) >= z_LP + sum_l d[x_l];
-//  3. an incumbent: the LP solution with its (at most two) fractional layers
-//     rounded to their least-resource pair, then improved by single moves and
-//     pair exchanges while feasible;
-//  4. reduced-cost fixing: a pair with z_LP + d >= incumbent cannot be in a
-//     strictly better solution, so it is dropped;
-//  5. CBC on what is left (usually a handful of layers) with the incumbent as
-//     MIP start and cutoff. If every layer has one pair left, the incumbent is
-//     optimal without calling CBC.
+//     objective, BitOPs and size as another pair of its layer is never needed
+//     (and outlier pairs go, when a solution without them exists);
+//  2. Lagrangian prices on the two budgets (lagrangian_dfs.cpp), whose bound
+//     is the LP bound at the LP's duals;
+//  3. an incumbent: the least-resource assignment or the Lagrangian
+//     minimisers, improved by single moves while they fit;
+//  4. an exact depth-first search around the Lagrangian bound
+//     (lagrangian_dfs.cpp), restarted as the incumbent improves;
+//  5. should that run past its node budget: reduced-cost fixing around a
+//     growing threshold and CBC on the pairs that are left.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
