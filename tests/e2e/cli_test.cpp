@@ -5,6 +5,10 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <random>
+
+#include "mpq/io/indicators.h"
+#include "mpq/search/geometry.h"
 #include "test_util.h"
 
 namespace {
@@ -80,6 +84,52 @@ TEST(Cli, InfeasibleExits3NamingTheConstraint) {
             "mpq: search: no bit assignment meets --cr 16 (the largest compression ratio reachable with bits 6 5 4 3 2 "
             "is 12.88); lower --cr or add lower bit-widths\n");
   EXPECT_TRUE(r.out.empty());
+}
+
+TEST(Cli, TimeLimitExitCodes) {
+  // A 1000-layer network (geometry file + indicators) that the plain CBC
+  // formulation cannot prove optimal in seconds.
+  mpq::test::TempDir dir;
+  mpq::search::ModelGeometry g;
+  g.model = "synthetic";
+  mpq::io::Indicators ind;
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<double> u(0, 1);
+  for (int l = 0; l < 1000; ++l) {
+    mpq::search::LayerGeometry lg;
+    lg.name = "l" + std::to_string(l);
+    lg.params = 1000 + static_cast<int64_t>(u(rng) * 1e6);
+    lg.macs = lg.original_macs = static_cast<int64_t>(u(rng) * 1e8) + 1;
+    lg.searchable = true;
+    g.layers.push_back(lg);
+    ind.layer_names.push_back(lg.name);
+    std::map<int, double> w, a;
+    double sw = 0.01 + u(rng) * 0.05, sa = 0.01 + u(rng) * 0.05;
+    for (int b = 8; b >= 2; --b, sw *= 1.2 + u(rng), sa *= 1.2 + u(rng)) {
+      w[b] = sw;
+      a[b] = sa;
+    }
+    ind.weight.push_back(w);
+    ind.act.push_back(a);
+  }
+  mpq::test::write_all(dir.file("g.yaml"), mpq::search::geometry_to_yaml(g));
+  mpq::io::save_indicators(dir.file("i.pkl"), ind);
+  const std::string base = "search --geometry " + dir.file("g.yaml") + " --i " + dir.file("i.pkl") +
+                           " --b 8 7 6 5 4 3 2 --wb 3 --ab 4 --cr 12 --bops --solver cbc";
+  const Result none = mpq_run(base + " --time-limit 0.05");
+  EXPECT_EQ(none.code, 4) << none.err;
+  EXPECT_NE(none.err.find("time limit reached before CBC found any solution; raise --time-limit"), std::string::npos)
+      << none.err;
+  EXPECT_TRUE(none.out.empty());
+  const Result some = mpq_run(base + " --time-limit 3");
+  EXPECT_EQ(some.code, 0) << some.err;
+  EXPECT_NE(some.err.find("warning: search: time limit of 3 s reached; the best solution found is within a relative gap"),
+            std::string::npos)
+      << some.err;
+  EXPECT_EQ(YAML::Load(some.out)["solver"]["status"].as<std::string>(), "time_limit");
+  const Result exact = mpq_run(base.substr(0, base.size() - std::string(" --solver cbc").size()));
+  EXPECT_EQ(exact.code, 0) << exact.err;
+  EXPECT_EQ(YAML::Load(exact.out)["solver"]["status"].as<std::string>(), "optimal");
 }
 
 TEST(Cli, BadInputIsOneLineAndExit2) {
