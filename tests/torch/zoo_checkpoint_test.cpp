@@ -174,3 +174,20 @@ TEST(Checkpoint, PythonTorchLoadReadsWhatWeWrite) {
                           "assert abs(float(w.sum()) - " + std::to_string(w.sum().item<double>()) + ") < 1e-4\"";
   EXPECT_EQ(std::system(cmd.c_str()), 0);
 }
+
+TEST(Checkpoint, SharedStoragesStayShared) {
+  // A view and its base saved together share one storage in the file.
+  if (std::system("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1") != 0)
+    GTEST_SKIP() << "python3-torch is not installed (needed to write the fixture)";
+  test::TempDir dir;
+  const std::string cmd = "/usr/bin/python3 -c \"import torch, collections; b = torch.arange(12.).reshape(3, 4); "
+                          "d = collections.OrderedDict(base=b, row=b[1], col=b[:, 2], half=b.half()); "
+                          "torch.save({'state_dict': d}, '" + dir.file("s.pth") + "')\"";
+  ASSERT_EQ(std::system(cmd.c_str()), 0);
+  const auto ck = torchio::read_checkpoint(dir.file("s.pth"));
+  std::map<std::string, torch::Tensor> m(ck.state.begin(), ck.state.end());
+  EXPECT_TRUE(torch::equal(m["row"], torch::arange(4., 8.)));
+  EXPECT_TRUE(torch::equal(m["col"], torch::tensor({2., 6., 10.})));
+  EXPECT_EQ(m["half"].scalar_type(), torch::kHalf);
+  EXPECT_EQ(m["row"].data_ptr<float>(), m["base"].data_ptr<float>() + 4) << "the view must share its base's storage";
+}
