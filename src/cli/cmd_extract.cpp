@@ -1,6 +1,8 @@
 // mpq extract: the learned scales of a pretrain checkpoint as an indicator
 // file (SPEC §3). Runs in the torch plugin.
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "cli/commands.h"
 
@@ -9,6 +11,7 @@ namespace mpq::cli {
 Command setup_extract(CLI::App& app, const Globals& g) {
   struct Args {
     std::string checkpoint, output;
+    std::vector<int> bits;
   };
   auto a = std::make_shared<Args>();
   CLI::App* sub = app.add_subcommand("extract", "indicators out of a pretrain checkpoint (mpq's or the original's)");
@@ -16,7 +19,15 @@ Command setup_extract(CLI::App& app, const Globals& g) {
       ->required()
       ->check(CLI::ExistingFile);
   sub->add_option("-o,--output", a->output, "indicator file to write (pickle)")->required();
-  return {sub, [a, &g] { run_torch_command("extract", {a->checkpoint, "-o", a->output}, g); }};
+  sub->add_option("--b,--bits", a->bits,
+                  "candidate bit-widths in the order of training (needed for the original's checkpoints)")
+      ->check(CLI::Range(2, 16));
+  return {sub, [a, &g] {
+            std::vector<std::string> args{a->checkpoint, "-o", a->output};
+            if (!a->bits.empty()) args.emplace_back("--b");
+            for (int b : a->bits) args.push_back(std::to_string(b));
+            run_torch_command("extract", args, g);
+          }};
 }
 
 }  // namespace mpq::cli

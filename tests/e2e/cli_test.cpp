@@ -8,6 +8,7 @@
 #include <random>
 
 #include "mpq/io/indicators.h"
+#include "mpq/io/pickle.h"
 #include "mpq/search/geometry.h"
 #include "test_util.h"
 
@@ -178,14 +179,36 @@ TEST(Cli, HelpForEverySubcommand) {
   EXPECT_EQ(v.out, "mpq 0.1.0\n");
 }
 
-TEST(Cli, TorchCommandsWithoutThePluginSaySo) {
+TEST(Cli, TorchCommandsNotYetAvailableSaySo) {
   mpq::test::TempDir dir;
   mpq::test::write_all(dir.file("c.yaml"), "name: x\n");
   const Result r = mpq_run("pretrain " + dir.file("c.yaml"));
-  if (r.err.find("not available in this build") == std::string::npos) GTEST_SKIP() << "the torch plugin is built";
   EXPECT_EQ(r.code, 1);
-  EXPECT_EQ(lines(r.err), 1);
-  EXPECT_NE(r.err.find("libmpq_torch.so"), std::string::npos);
+  EXPECT_EQ(lines(r.err), 1) << r.err;
+  EXPECT_NE(r.err.find("not available in this build"), std::string::npos) << r.err;
+}
+
+TEST(Cli, ExtractGivesTheOriginalsIndicators) {
+  mpq::test::TempDir dir;
+  const std::string ckpt = mpq::test::golden("limpq_pretrain_checkpoint.pth.tar");
+  const Result r = mpq_run("extract " + ckpt + " -o " + dir.file("i.pkl") + " --b 4 3 2");
+  if (r.err.find("could not be loaded") != std::string::npos) GTEST_SKIP() << "built without the torch plugin";
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto mine = mpq::io::load_indicators(dir.file("i.pkl"));
+  const auto ref = mpq::io::load_indicators(mpq::test::golden("limpq_pretrain_indicators.pkl"));
+  EXPECT_EQ(mine.layer_names, ref.layer_names);
+  EXPECT_EQ(mine.weight, ref.weight);  // exactly: float32 scales widened to double, as Python does
+  EXPECT_EQ(mine.act, ref.act);
+  // The names keep the original's 'module.' prefix.
+  const auto raw = mpq::pickle::read_file(dir.file("i.pkl"));
+  EXPECT_EQ(raw.find("layer_name")->items()[0].as_str(), "module.conv2");
+  // Without --b the original's checkpoint cannot say its candidates.
+  const Result nob = mpq_run("extract " + ckpt + " -o " + dir.file("j.pkl"));
+  EXPECT_EQ(nob.code, 2);
+  EXPECT_NE(nob.err.find("pass them in the order of training with --b"), std::string::npos) << nob.err;
+  const Result wrong = mpq_run("extract " + ckpt + " -o " + dir.file("k.pkl") + " --b 4 2");
+  EXPECT_EQ(wrong.code, 2);
+  EXPECT_NE(wrong.err.find("holds 3 scales but 2 candidate bit-widths were given"), std::string::npos) << wrong.err;
 }
 
 TEST(Cli, ExecutableDoesNotLinkTorch) {

@@ -1,0 +1,55 @@
+// libmpq_torch.so: the torch subcommands behind include/mpq/plugin/torch_plugin.h.
+// Nothing leaves an entry point but a return code and one line of text.
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <string>
+#include <vector>
+
+#include <c10/util/Exception.h>
+#include <spdlog/spdlog.h>
+
+#include "mpq/common/error.h"
+#include "mpq/plugin/torch_plugin.h"
+#include "plugin/commands.h"
+
+namespace {
+
+int fail(mpq_torch_response* r, int code, const std::string& msg) {
+  r->exit_code = code;
+  std::snprintf(r->error, sizeof r->error, "%s", msg.c_str());
+  return code;
+}
+
+}  // namespace
+
+extern "C" __attribute__((visibility("default"))) int mpq_torch_plugin_abi(void) { return MPQ_TORCH_PLUGIN_ABI; }
+
+extern "C" __attribute__((visibility("default"))) int mpq_torch_plugin_run(const mpq_torch_request* req,
+                                                                           mpq_torch_response* resp) {
+  if (resp == nullptr) return 1;
+  resp->exit_code = 0;
+  resp->error[0] = '\0';
+  if (req == nullptr || req->abi != MPQ_TORCH_PLUGIN_ABI) return fail(resp, 1, "torch plugin: ABI mismatch; rebuild mpq");
+  try {
+    const std::string command = req->command ? req->command : "";
+    std::vector<std::string> args;
+    for (int i = 0; i < req->argc; ++i) args.emplace_back(req->argv[i]);
+    if (command == "extract") {
+      mpq::plugin::run_extract(args);
+      return 0;
+    }
+    return fail(resp, 1,
+                "mpq " + command + ": not available in this build yet (the training engine is not implemented)");
+  } catch (const mpq::Error& e) {
+    return fail(resp, static_cast<int>(e.exit_code()), e.what());
+  } catch (const c10::Error& e) {
+    return fail(resp, 1, std::string("torch: ") + e.what_without_backtrace());
+  } catch (const std::bad_alloc&) {
+    return fail(resp, 1, "out of memory");
+  } catch (const std::exception& e) {
+    return fail(resp, 1, std::string("internal error: ") + e.what() + "; please report this");
+  } catch (...) {
+    return fail(resp, 1, "internal error: unknown exception; please report this");
+  }
+}
