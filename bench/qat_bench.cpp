@@ -1,6 +1,6 @@
 // A quantization-aware training step (forward, loss, backward, SGD) at W4A4
-// against the same step in full precision, in one run: median over N steps
-// after warm-up. Usage: qat_bench [steps] [threads]
+// against the same step in full precision, interleaved in one run: medians
+// over N steps after warm-up. Usage: qat_bench [steps] [threads]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -17,23 +17,31 @@ using namespace mpq;
 
 namespace {
 
-double median_step_s(models::Net net, int batch, int channels, int hw, int classes, int steps) {
-  net->train();
-  torch::optim::SGD opt(net->parameters(), torch::optim::SGDOptions(0.01).momentum(0.9).nesterov(true));
-  torch::Tensor x = torch::randn({batch, channels, hw, hw});
-  torch::Tensor y = torch::randint(classes, {batch});
-  std::vector<double> t;
-  for (int i = 0; i < steps + 2; ++i) {
+// One training step: forward, label-smoothing cross-entropy, backward, SGD.
+struct Trainer {
+  Trainer(models::Net n, int batch, int channels, int hw, int classes)
+      : net(std::move(n)),
+        opt(net->parameters(), torch::optim::SGDOptions(0.01).momentum(0.9).nesterov(true)),
+        x(torch::randn({batch, channels, hw, hw})),
+        y(torch::randint(classes, {batch})) {
+    net->train();
+  }
+  double step() {
     const auto t0 = std::chrono::steady_clock::now();
     opt.zero_grad();
     torch::Tensor loss = torch::cross_entropy_loss(net->forward(x), y, {}, at::Reduction::Mean, -100, 0.1);
     loss.backward();
     opt.step();
-    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (i >= 2) t.push_back(dt);  // two warm-up steps (scale initialisation, allocator)
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
+  models::Net net;
+  torch::optim::SGD opt;
+  torch::Tensor x, y;
+};
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
 }
 
 }  // namespace
@@ -50,15 +58,24 @@ int main(int argc, char** argv) {
               torch::get_num_threads());
   for (const auto& c : cases) {
     torch::manual_seed(0);
-    const double fp = median_step_s(models::make_model(c.model, {c.classes, c.channels}), c.batch, c.channels, c.hw,
-                                    c.classes, steps);
+    Trainer fp(models::make_model(c.model, {c.classes, c.channels}), c.batch, c.channels, c.hw, c.classes);
     torch::manual_seed(0);
     const auto names = search::zoo_geometry(c.model, {c.hw, c.hw, c.channels, c.classes}).searchable_names();
     const std::vector<int> bits(names.size(), 4);
-    auto q = quant::quantize_for_finetune(models::make_model(c.model, {c.classes, c.channels}), names, bits, bits);
-    const double qs = median_step_s(q.net, c.batch, c.channels, c.hw, c.classes, steps);
-    std::printf("| %s | %d | %.1f | %.1f | %.2fx | %.0f | %.0f |\n", c.model, c.batch, fp * 1e3, qs * 1e3, qs / fp,
-                c.batch / fp, c.batch / qs);
+    Trainer q(quant::quantize_for_finetune(models::make_model(c.model, {c.classes, c.channels}), names, bits, bits).net,
+              c.batch, c.channels, c.hw, c.classes);
+    // Interleaved, so both see the same machine; two warm-up steps each.
+    std::vector<double> tf, tq;
+    for (int i = 0; i < steps + 2; ++i) {
+      const double a = fp.step(), b = q.step();
+      if (i >= 2) {
+        tf.push_back(a);
+        tq.push_back(b);
+      }
+    }
+    const double mf = median(tf), mq = median(tq);
+    std::printf("| %s | %d | %.1f | %.1f | %.2fx | %.0f | %.0f |\n", c.model, c.batch, mf * 1e3, mq * 1e3, mq / mf,
+                c.batch / mf, c.batch / mq);
   }
   return 0;
 }
