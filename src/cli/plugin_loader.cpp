@@ -12,6 +12,7 @@
 
 #include "cli/commands.h"
 #include "mpq/common/error.h"
+#include "mpq/config/config.h"
 #include "mpq/plugin/torch_plugin.h"
 
 namespace mpq::cli {
@@ -83,6 +84,8 @@ Command config_command(CLI::App& app, const Globals& g, const char* name, const 
   sub->add_option("--set", a->sets, "override a config key: --set lr=0.01 (repeatable)");
   const std::string command = name;
   return {sub, [a, &g, command] {
+            // Validated here, torch-free, before any data or model is touched.
+            (void)config::load_config(a->config, a->sets);
             std::vector<std::string> args{a->config};
             for (const auto& s : a->sets) args.insert(args.end(), {"--set", s});
             run_torch_command(command, args, g);

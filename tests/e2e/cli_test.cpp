@@ -179,6 +179,17 @@ TEST(Cli, HelpForEverySubcommand) {
   EXPECT_EQ(v.out, "mpq 0.1.0\n");
 }
 
+TEST(Cli, ConfigsAreValidatedBeforeTorchLoads) {
+  mpq::test::TempDir dir;
+  mpq::test::write_all(dir.file("c.yaml"), "name: x\nlr: fast\n");
+  const Result r = mpq_run("finetune " + dir.file("c.yaml"));
+  EXPECT_EQ(r.code, 2);
+  EXPECT_EQ(r.err, "mpq: " + dir.file("c.yaml") + ":2:5: lr must be a finite number (got 'fast')\n");
+  const Result s = mpq_run("pretrain " + dir.file("c.yaml") + " --set lr=0.1 --set epochz=3");
+  EXPECT_EQ(s.code, 2);
+  EXPECT_NE(s.err.find("unknown key 'epochz' (did you mean 'epochs'?)"), std::string::npos) << s.err;
+}
+
 TEST(Cli, TorchCommandsNotYetAvailableSaySo) {
   mpq::test::TempDir dir;
   mpq::test::write_all(dir.file("c.yaml"), "name: x\n");

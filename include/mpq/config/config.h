@@ -1,0 +1,77 @@
+// Run configuration: YAML with the original implementation's keys (SPEC §6),
+// so a user's existing file works, parsed into typed structs and validated
+// before any data or model is touched. Defaults are given where declared.
+#pragma once
+
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace mpq::config {
+
+struct DataloaderConfig {
+  std::string dataset = "fashion_mnist";  // fashion_mnist, mnist, cifar10, imagenet
+  int num_classes = 10;
+  std::string path;                       // dataset folder; "" = the dataset's default location
+  int batch_size = 128;                   // per process
+  int workers = 2;                        // decoding threads
+  bool deterministic = true;              // seeded, repeatable order and augmentation
+  bool serialized = false;                // accepted for compatibility; no effect
+  double val_split = 0;                   // fraction of the training set held out, [0, 1)
+};
+
+struct QuantizerConfig {
+  std::string mode = "lsq";  // only lsq
+  int bit = 2;               // the original's placeholder; the policy or target_bits decide
+  bool per_channel = false;  // per-tensor only (SPEC §1)
+  bool symmetric = false;
+  bool all_positive = false;
+};
+
+// An excepted layer (quan.excepts.<layer>): its bits, when given.
+struct ExceptConfig {
+  std::optional<int> act_bit, weight_bit;
+  std::optional<bool> act_all_positive;
+};
+
+struct Config {
+  std::string source;                 // the file it came from
+  std::string name = "mpq";           // experiment name: the run folder is output_dir/name
+  std::vector<int> target_bits;       // pretrain: the candidate bit-widths, e.g. [6, 5, 4, 3, 2]
+  std::vector<int> weight_bits, act_bits;  // finetune: one per searchable layer
+  std::string policy;                 // finetune: a policy file from `mpq search` instead of the lists
+  std::string output_dir = "out";
+  std::string gpu, training_device = "cpu";  // informational; the device is picked by the build and torchrun
+  DataloaderConfig dataloader;
+  std::string resume_path;            // resume.path: a checkpoint to continue from
+  bool resume_lean = false;
+  int num_best_scores = 3, print_freq = 20;  // log.*
+  std::string arch = "resnet20";
+  bool freeze_weights = false;
+  std::string pre_trained;            // path to a PyTorch or mpq checkpoint; "" = none
+  QuantizerConfig quan_act{"lsq", 2, false, false, true};
+  QuantizerConfig quan_weight;
+  std::map<std::string, ExceptConfig> excepts;
+  bool eval = false;
+  bool fp_model = false;              // train the full-precision model itself
+  int epochs = 1;
+  double smoothing = 0.1;
+  std::string opt = "sgd";
+  double lr = 0.01, momentum = 0.9, weight_decay = 2.5e-5;
+  std::string sched = "cosine";
+  double min_lr = 1e-5, decay_rate = 0.1, warmup_lr = 1e-5;
+  int warmup_epochs = 0, decay_epochs = 30, cooldown_epochs = 0;
+  int val_cycle = 1;                  // validate every this many epochs
+  int seed = 0;
+};
+
+// Reads `path`, applies `overrides` ("key.path=value", value in YAML syntax)
+// and validates. InputError "file:line:col: what" on unknown keys (with a
+// close-match hint), wrong types and out-of-range values.
+Config load_config(const std::string& path, const std::vector<std::string>& overrides = {});
+
+// The resolved configuration as YAML (saved in the run folder).
+std::string to_yaml(const Config& c);
+
+}  // namespace mpq::config

@@ -1,0 +1,276 @@
+#include "mpq/config/config.h"
+
+#include <algorithm>
+#include <sstream>
+
+#include "config/yaml_util.h"
+#include "mpq/common/error.h"
+
+namespace mpq::config {
+
+namespace {
+
+// Reads one mapping level, checking every key is known.
+class Reader {
+ public:
+  Reader(const std::string& file, const YAML::Node& node, std::string path) : file_(file), node_(node), path_(std::move(path)) {}
+
+  void known(const std::vector<std::string>& keys) const {
+    if (node_.IsNull()) return;
+    check_keys(file_, node_, path_, keys);
+  }
+  YAML::Node at(const char* key) const { return node_.IsMap() ? node_[key] : YAML::Node(); }
+  std::string key(const char* k) const { return path_.empty() ? k : path_ + "." + k; }
+  static bool empty(const YAML::Node& n) { return !n || n.IsNull() || (n.IsScalar() && n.Scalar().empty()); }
+
+  void get(const char* k, std::string& out) const {
+    const YAML::Node n = at(k);
+    if (!empty(n)) out = as_string(file_, n, key(k));
+  }
+  void get(const char* k, bool& out) const {
+    const YAML::Node n = at(k);
+    if (!empty(n)) out = as_bool(file_, n, key(k));
+  }
+  void get(const char* k, int& out, int64_t lo, int64_t hi) const {
+    const YAML::Node n = at(k);
+    if (empty(n)) return;
+    const int64_t v = as_int(file_, n, key(k));
+    MPQ_CHECK(v >= lo && v <= hi, where(file_, n), ": ", key(k), " must be between ", lo, " and ", hi, " (got ", v, ")");
+    out = static_cast<int>(v);
+  }
+  void get(const char* k, double& out, double lo, double hi, bool hi_open = false) const {
+    const YAML::Node n = at(k);
+    if (empty(n)) return;
+    const double v = as_double(file_, n, key(k));
+    MPQ_CHECK(v >= lo && (hi_open ? v < hi : v <= hi), where(file_, n), ": ", key(k), " must be in [", lo, ", ", hi,
+              hi_open ? ")" : "]", " (got ", v, ")");
+    out = v;
+  }
+  void get_bits(const char* k, std::vector<int>& out) const {
+    const YAML::Node n = at(k);
+    if (empty(n)) return;
+    MPQ_CHECK(n.IsSequence(), where(file_, n), ": ", key(k), " must be a list of bit-widths (got '",
+              n.IsScalar() ? n.Scalar() : "a mapping", "')");
+    out.clear();
+    for (const auto& x : n) {
+      const int64_t b = as_int(file_, x, key(k));
+      MPQ_CHECK(b >= 2 && b <= 16, where(file_, x), ": ", key(k), " holds ", b, " (bit-widths must be 2 to 16)");
+      out.push_back(static_cast<int>(b));
+    }
+  }
+  Reader child(const char* k) const {
+    const YAML::Node n = at(k);
+    MPQ_CHECK(empty(n) || n.IsMap(), where(file_, n), ": ", key(k), " must be a mapping");
+    return Reader(file_, empty(n) ? YAML::Node() : n, key(k));
+  }
+  const YAML::Node& node() const { return node_; }
+
+ private:
+  const std::string& file_;
+  YAML::Node node_;
+  std::string path_;
+};
+
+void read_quantizer(const Reader& r, QuantizerConfig& q) {
+  r.known({"mode", "bit", "per_channel", "symmetric", "all_positive"});
+  r.get("mode", q.mode);
+  MPQ_CHECK(q.mode == "lsq", r.key("mode"), ": only 'lsq' is supported (got '", q.mode, "')");
+  r.get("bit", q.bit, 2, 32);
+  r.get("per_channel", q.per_channel);
+  MPQ_CHECK(!q.per_channel, r.key("per_channel"), ": per-channel scales are not supported (SPEC §1); set it to false");
+  r.get("symmetric", q.symmetric);
+  r.get("all_positive", q.all_positive);
+}
+
+// Applies "a.b.c=value" to the document; value in YAML syntax.
+void apply_override(YAML::Node root, const std::string& file, const std::string& kv) {
+  const size_t eq = kv.find('=');
+  MPQ_CHECK(eq != std::string::npos && eq > 0, "--set ", kv, ": expected key=value, e.g. --set lr=0.01");
+  const std::string path = kv.substr(0, eq);
+  const YAML::Node value = load_yaml_string(kv.substr(eq + 1), "--set " + path);
+  std::vector<std::string> parts;
+  std::stringstream ss(path);
+  for (std::string p; std::getline(ss, p, '.');) parts.push_back(p);
+  std::vector<YAML::Node> chain{root};
+  for (size_t i = 0; i + 1 < parts.size(); ++i) {
+    YAML::Node next = chain.back()[parts[i]];
+    if (!next.IsMap()) next = YAML::Node(YAML::NodeType::Map);
+    chain.push_back(next);
+  }
+  chain.back()[parts.back()] = value;
+  for (size_t i = chain.size() - 1; i > 0; --i) chain[i - 1][parts[i - 1]] = chain[i];
+  (void)file;
+}
+
+}  // namespace
+
+Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
+  YAML::Node root = load_yaml_file(path);
+  MPQ_CHECK(root.IsMap(), path, ": a config must be a mapping of keys (see configs/)");
+  for (const auto& o : overrides) apply_override(root, path, o);
+  Config c;
+  c.source = path;
+  const Reader r(path, root, "");
+  r.known({"name", "target_bits", "weight_bits", "act_bits", "policy", "gpu", "output_dir", "training_device",
+           "dataloader", "resume", "log", "arch", "freeze_weights", "pre_trained", "quan", "eval", "fp_model", "epochs",
+           "smoothing", "opt", "lr", "momentum", "weight_decay", "sched", "min_lr", "decay_rate", "warmup_epochs",
+           "warmup_lr", "decay_epochs", "cooldown_epochs", "val_cycle", "seed"});
+  r.get("name", c.name);
+  r.get_bits("target_bits", c.target_bits);
+  r.get_bits("weight_bits", c.weight_bits);
+  r.get_bits("act_bits", c.act_bits);
+  r.get("policy", c.policy);
+  r.get("gpu", c.gpu);
+  r.get("output_dir", c.output_dir);
+  r.get("training_device", c.training_device);
+  {
+    const Reader d = r.child("dataloader");
+    d.known({"dataset", "num_classes", "path", "batch_size", "workers", "deterministic", "serialized", "val_split"});
+    auto& dl = c.dataloader;
+    d.get("dataset", dl.dataset);
+    static const std::vector<std::string> kSets = {"fashion_mnist", "mnist", "cifar10", "imagenet"};
+    if (std::find(kSets.begin(), kSets.end(), dl.dataset) == kSets.end()) {
+      const std::string hint = close_match(dl.dataset, kSets);
+      throw InputError(where(path, d.at("dataset")) + ": dataloader.dataset '" + dl.dataset +
+                       "' is not one of fashion_mnist, mnist, cifar10, imagenet" +
+                       (hint.empty() ? "" : " (did you mean '" + hint + "'?)"));
+    }
+    d.get("num_classes", dl.num_classes, 1, 1000000);
+    d.get("path", dl.path);
+    d.get("batch_size", dl.batch_size, 1, 1 << 20);
+    d.get("workers", dl.workers, 0, 256);
+    d.get("deterministic", dl.deterministic);
+    d.get("serialized", dl.serialized);
+    d.get("val_split", dl.val_split, 0.0, 1.0, /*hi_open=*/true);
+  }
+  {
+    const Reader rs = r.child("resume");
+    rs.known({"path", "lean"});
+    rs.get("path", c.resume_path);
+    rs.get("lean", c.resume_lean);
+  }
+  {
+    const Reader lg = r.child("log");
+    lg.known({"num_best_scores", "print_freq"});
+    lg.get("num_best_scores", c.num_best_scores, 1, 100);
+    lg.get("print_freq", c.print_freq, 1, 1 << 30);
+  }
+  r.get("arch", c.arch);
+  r.get("freeze_weights", c.freeze_weights);
+  {
+    // pre_trained: a path; the original's `True` meant "download torchvision's weights", which needs a path here.
+    const YAML::Node n = r.at("pre_trained");
+    if (!Reader::empty(n)) {
+      const std::string v = as_string(path, n, "pre_trained");
+      MPQ_CHECK(v != "True" && v != "true", where(path, n),
+                ": pre_trained must be the path of a PyTorch or mpq checkpoint (mpq downloads nothing; save "
+                "torchvision's weights with torch.save(model.state_dict(), 'r50.pth') and give that path)");
+      if (v != "False" && v != "false") c.pre_trained = v;
+    }
+  }
+  {
+    const Reader q = r.child("quan");
+    q.known({"act", "weight", "excepts"});
+    read_quantizer(q.child("act"), c.quan_act);
+    read_quantizer(q.child("weight"), c.quan_weight);
+    const Reader ex = q.child("excepts");
+    if (ex.node().IsMap())
+      for (const auto& kv : ex.node()) {
+        const std::string layer = kv.first.Scalar();
+        MPQ_CHECK(kv.second.IsNull() || kv.second.IsMap(), where(path, kv.second), ": quan.excepts.", layer,
+                  " must be a mapping");
+        const Reader e(path, kv.second.IsNull() ? YAML::Node() : kv.second, ex.key(layer.c_str()));
+        e.known({"act", "weight"});
+        ExceptConfig x;
+        const Reader a = e.child("act"), w = e.child("weight");
+        a.known({"bit", "all_positive"});
+        w.known({"bit"});
+        int bit = 0;
+        bool pos = false;
+        if (!Reader::empty(a.at("bit"))) {
+          a.get("bit", bit, 2, 32);
+          x.act_bit = bit;
+        }
+        if (!Reader::empty(a.at("all_positive"))) {
+          a.get("all_positive", pos);
+          x.act_all_positive = pos;
+        }
+        if (!Reader::empty(w.at("bit"))) {
+          w.get("bit", bit, 2, 32);
+          x.weight_bit = bit;
+        }
+        c.excepts[layer] = x;
+      }
+  }
+  r.get("eval", c.eval);
+  r.get("fp_model", c.fp_model);
+  r.get("epochs", c.epochs, 0, 100000);
+  r.get("smoothing", c.smoothing, 0.0, 1.0, true);
+  r.get("opt", c.opt);
+  MPQ_CHECK(c.opt == "sgd", "opt: only 'sgd' is supported (got '", c.opt, "')");
+  r.get("lr", c.lr, 0.0, 1e3);
+  MPQ_CHECK(c.lr > 0, where(path, r.at("lr")), ": lr must be a positive number (got ", c.lr, ")");
+  r.get("momentum", c.momentum, 0.0, 1.0, true);
+  r.get("weight_decay", c.weight_decay, 0.0, 1.0);
+  r.get("sched", c.sched);
+  MPQ_CHECK(c.sched == "cosine", "sched: only 'cosine' is supported (got '", c.sched, "')");
+  r.get("min_lr", c.min_lr, 0.0, 1e3);
+  r.get("decay_rate", c.decay_rate, 0.0, 1.0);
+  r.get("warmup_epochs", c.warmup_epochs, 0, 100000);
+  r.get("warmup_lr", c.warmup_lr, 0.0, 1e3);
+  r.get("decay_epochs", c.decay_epochs, 0, 100000);
+  r.get("cooldown_epochs", c.cooldown_epochs, 0, 100000);
+  r.get("val_cycle", c.val_cycle, 1, 100000);
+  r.get("seed", c.seed, 0, 1 << 30);
+  MPQ_CHECK(c.weight_bits.size() == c.act_bits.size(), path, ": weight_bits has ", c.weight_bits.size(),
+            " entries but act_bits has ", c.act_bits.size());
+  MPQ_CHECK(c.policy.empty() || c.weight_bits.empty(), path,
+            ": give the bit-widths either as weight_bits/act_bits or as policy, not both");
+  return c;
+}
+
+std::string to_yaml(const Config& c) {
+  YAML::Emitter e;
+  auto bits = [&](const char* k, const std::vector<int>& v) {
+    e << YAML::Key << k << YAML::Value << YAML::Flow << v;
+  };
+  e << YAML::BeginMap;
+  e << YAML::Key << "name" << YAML::Value << c.name;
+  bits("target_bits", c.target_bits);
+  bits("weight_bits", c.weight_bits);
+  bits("act_bits", c.act_bits);
+  e << YAML::Key << "policy" << YAML::Value << c.policy;
+  e << YAML::Key << "output_dir" << YAML::Value << c.output_dir;
+  e << YAML::Key << "dataloader" << YAML::Value << YAML::BeginMap;
+  e << YAML::Key << "dataset" << YAML::Value << c.dataloader.dataset;
+  e << YAML::Key << "num_classes" << YAML::Value << c.dataloader.num_classes;
+  e << YAML::Key << "path" << YAML::Value << c.dataloader.path;
+  e << YAML::Key << "batch_size" << YAML::Value << c.dataloader.batch_size;
+  e << YAML::Key << "workers" << YAML::Value << c.dataloader.workers;
+  e << YAML::Key << "deterministic" << YAML::Value << c.dataloader.deterministic;
+  e << YAML::Key << "val_split" << YAML::Value << c.dataloader.val_split;
+  e << YAML::EndMap;
+  e << YAML::Key << "resume" << YAML::Value << YAML::BeginMap << YAML::Key << "path" << YAML::Value << c.resume_path
+    << YAML::EndMap;
+  e << YAML::Key << "arch" << YAML::Value << c.arch;
+  e << YAML::Key << "pre_trained" << YAML::Value << c.pre_trained;
+  e << YAML::Key << "eval" << YAML::Value << c.eval;
+  e << YAML::Key << "fp_model" << YAML::Value << c.fp_model;
+  e << YAML::Key << "epochs" << YAML::Value << c.epochs;
+  e << YAML::Key << "smoothing" << YAML::Value << c.smoothing;
+  e << YAML::Key << "opt" << YAML::Value << c.opt;
+  e << YAML::Key << "lr" << YAML::Value << c.lr;
+  e << YAML::Key << "momentum" << YAML::Value << c.momentum;
+  e << YAML::Key << "weight_decay" << YAML::Value << c.weight_decay;
+  e << YAML::Key << "sched" << YAML::Value << c.sched;
+  e << YAML::Key << "min_lr" << YAML::Value << c.min_lr;
+  e << YAML::Key << "warmup_epochs" << YAML::Value << c.warmup_epochs;
+  e << YAML::Key << "warmup_lr" << YAML::Value << c.warmup_lr;
+  e << YAML::Key << "cooldown_epochs" << YAML::Value << c.cooldown_epochs;
+  e << YAML::Key << "val_cycle" << YAML::Value << c.val_cycle;
+  e << YAML::Key << "seed" << YAML::Value << c.seed;
+  e << YAML::EndMap;
+  return std::string(e.c_str()) + "\n";
+}
+
+}  // namespace mpq::config
