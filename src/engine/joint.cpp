@@ -1,0 +1,67 @@
+#include "engine/joint.h"
+
+#include <torch/nn/functional/activation.h>
+
+#include "mpq/common/error.h"
+
+namespace mpq::engine {
+
+torch::Tensor label_smoothing_ce(const torch::Tensor& logits, const torch::Tensor& target, double eps) {
+  const torch::Tensor logp = torch::log_softmax(logits, -1);
+  const torch::Tensor nll = -logp.gather(-1, target.unsqueeze(-1)).squeeze(-1);
+  const torch::Tensor smooth = -logp.mean(-1);
+  return ((1.0 - eps) * nll + eps * smooth).mean();
+}
+
+std::unique_ptr<torch::optim::SGD> make_sgd(torch::nn::Module& net, double lr, double momentum, double weight_decay) {
+  std::vector<torch::Tensor> decay, no_decay;
+  for (const auto& p : net.parameters()) (p.dim() > 1 ? decay : no_decay).push_back(p);
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  groups.emplace_back(decay, std::make_unique<torch::optim::SGDOptions>(
+                                 torch::optim::SGDOptions(lr).momentum(momentum).nesterov(true).weight_decay(weight_decay)));
+  groups.emplace_back(no_decay, std::make_unique<torch::optim::SGDOptions>(
+                                    torch::optim::SGDOptions(lr).momentum(momentum).nesterov(true).weight_decay(0)));
+  return std::make_unique<torch::optim::SGD>(groups, torch::optim::SGDOptions(lr));
+}
+
+void clip_and_drop_zero_grads(torch::nn::Module& net, double clip) {
+  torch::NoGradGuard no_grad;
+  for (auto& p : net.parameters()) {
+    if (!p.grad().defined()) continue;
+    p.mutable_grad().clamp_(-clip, clip);
+    if (!p.grad().ne(0).any().item<bool>()) p.mutable_grad() = torch::Tensor();
+  }
+}
+
+std::vector<int> sample_policy(std::mt19937_64& rng, const std::vector<int>& candidates, size_t layers) {
+  MPQ_ASSERT(!candidates.empty());
+  std::uniform_int_distribution<size_t> pick(0, candidates.size() - 1);
+  std::vector<int> out(layers);
+  for (auto& b : out) b = candidates[pick(rng)];
+  return out;
+}
+
+std::vector<double> joint_step(quant::QuantizedNet& q, torch::optim::Optimizer& opt, const torch::Tensor& x,
+                               const torch::Tensor& y, double smoothing, const std::vector<int>& mixed, double clip) {
+  MPQ_CHECK(mixed.size() == q.convs.size(), "joint step: a mixed policy of ", mixed.size(), " bit-widths for ",
+            q.convs.size(), " searchable layers");
+  q.net->train();
+  opt.zero_grad();
+  std::vector<double> losses;
+  auto run = [&] {
+    torch::Tensor loss = label_smoothing_ce(q.net->forward(x), y, smoothing);
+    loss.backward();  // gradients accumulate over the candidates and the mixed policy
+    losses.push_back(loss.item<double>());
+  };
+  for (int b : q.candidates) {
+    q.set_uniform(b);
+    run();
+  }
+  q.set_mixed(mixed);
+  run();
+  clip_and_drop_zero_grads(*q.net, clip);
+  opt.step();
+  return losses;
+}
+
+}  // namespace mpq::engine

@@ -1,0 +1,40 @@
+// The joint indicator-training step of SPEC §3 and the optimizer rules it
+// shares with finetuning (SPEC §5).
+#pragma once
+
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include <torch/optim/sgd.h>
+#include <torch/types.h>
+
+#include "quant/qmodules.h"
+
+namespace mpq::engine {
+
+// Label-smoothing cross-entropy, the original's (timm's) form:
+// (1 - eps) * nll + eps * mean over classes of -log p.
+torch::Tensor label_smoothing_ce(const torch::Tensor& logits, const torch::Tensor& target, double eps);
+
+// SGD with Nesterov momentum; weight decay only on parameters of dimension
+// > 1 (not on biases, BatchNorm or quantizer scales).
+std::unique_ptr<torch::optim::SGD> make_sgd(torch::nn::Module& net, double lr, double momentum, double weight_decay);
+
+// Clamps every gradient element into [-clip, clip], then drops the gradient
+// of any parameter whose gradient is all zero, so the optimizer leaves it
+// alone (no momentum, no weight decay).
+void clip_and_drop_zero_grads(torch::nn::Module& net, double clip);
+
+// One mixed policy: every searchable layer draws uniformly from the candidates.
+std::vector<int> sample_policy(std::mt19937_64& rng, const std::vector<int>& candidates, size_t layers);
+
+// One joint step: zero the gradients; forward/backward at every candidate
+// (all layers and BN copies at that bit-width), then at `mixed` (one
+// bit-width per layer, BN copies following); clip, drop zero gradients, step.
+// Returns the losses in that order (candidates..., mixed).
+std::vector<double> joint_step(quant::QuantizedNet& q, torch::optim::Optimizer& opt, const torch::Tensor& x,
+                               const torch::Tensor& y, double smoothing, const std::vector<int>& mixed,
+                               double clip = 1.0);
+
+}  // namespace mpq::engine

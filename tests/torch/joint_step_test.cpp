@@ -1,0 +1,128 @@
+// SPEC §3's joint step against the original: its tiny network, initial
+// weights and batches (../shared/golden/joint_step_inputs.pt), forcing the
+// recorded mixed policies; three steps reproduce the losses and every
+// tensor of joint_step_state_after_{1,2,3}.pt.
+#include <gtest/gtest.h>
+
+#include <torch/serialize.h>
+#include <torch/torch.h>
+#include <yaml-cpp/yaml.h>
+
+#include "engine/joint.h"
+#include "models/zoo.h"
+#include "quant/qmodules.h"
+#include "test_util.h"
+
+using namespace mpq;
+namespace nn = torch::nn;
+
+namespace {
+
+// The golden README's network: conv1 1->8 3x3, bn1, relu; conv2 8->16 3x3 s2,
+// bn2, relu; conv3 16->16 3x3, bn3, relu, plus the conv2 branch; conv4
+// 16->32 1x1 s2, bn4, relu; global average pool; fc 32->10. No conv bias.
+class TinyNetImpl : public models::NetImpl {
+ public:
+  TinyNetImpl() {
+    auto conv = [&](const char* name, int64_t in, int64_t out, int k, int s, int p) {
+      return add(name, nn::AnyModule(nn::Conv2d(nn::Conv2dOptions(in, out, k).stride(s).padding(p).bias(false))));
+    };
+    auto bn = [&](const char* name, int64_t c) { return add(name, nn::AnyModule(nn::BatchNorm2d(c))); };
+    c1 = conv("conv1", 1, 8, 3, 1, 1);
+    b1 = bn("bn1", 8);
+    c2 = conv("conv2", 8, 16, 3, 2, 1);
+    b2 = bn("bn2", 16);
+    c3 = conv("conv3", 16, 16, 3, 1, 1);
+    b3 = bn("bn3", 16);
+    c4 = conv("conv4", 16, 32, 1, 2, 0);
+    b4 = bn("bn4", 32);
+    fc = add("fc", nn::AnyModule(nn::Linear(32, 10)));
+  }
+  torch::Tensor forward(torch::Tensor x) override {
+    x = torch::relu(b1.forward(c1.forward(x)));
+    const torch::Tensor a2 = torch::relu(b2.forward(c2.forward(x)));
+    x = torch::relu(b3.forward(c3.forward(a2))) + a2;
+    x = torch::relu(b4.forward(c4.forward(x)));
+    return fc.forward(torch::adaptive_avg_pool2d(x, {1, 1}).flatten(1));
+  }
+  std::vector<models::Slot> slots() override {
+    return {{"conv1", this, "conv1", &c1, false, this, "bn1", &b1},
+            {"conv2", this, "conv2", &c2, false, this, "bn2", &b2},
+            {"conv3", this, "conv3", &c3, false, this, "bn3", &b3},
+            {"conv4", this, "conv4", &c4, false, this, "bn4", &b4},
+            {"fc", this, "fc", &fc, true}};
+  }
+
+ private:
+  nn::AnyModule add(const char* name, nn::AnyModule m) {
+    register_module(name, m.ptr());
+    return m;
+  }
+  nn::AnyModule c1, b1, c2, b2, c3, b3, c4, b4, fc;
+};
+
+c10::Dict<c10::IValue, c10::IValue> load_plain(const std::string& name) {
+  const std::string bytes = test::read_all(test::golden(name));
+  return torch::pickle_load(std::vector<char>(bytes.begin(), bytes.end())).toGenericDict();
+}
+
+// Golden name of one of our tensors: "module." prefix; the excepted BN is "bn1.bn.*" there.
+std::string golden_name(const std::string& ours) {
+  if (ours.rfind("bn1.", 0) == 0) return "module.bn1.bn." + ours.substr(4);
+  return "module." + ours;
+}
+
+}  // namespace
+
+TEST(JointStep, ReproducesTheOriginalsThreeSteps) {
+  const auto in = load_plain("joint_step_inputs.pt");
+  const YAML::Node meta = YAML::LoadFile(test::golden("joint_step.json"));
+  auto net = std::make_shared<TinyNetImpl>();
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : net->named_parameters()) p.value().copy_(in.at("fp." + p.key()).toTensor());
+    for (auto& b : net->named_buffers()) b.value().copy_(in.at("fp." + b.key()).toTensor());
+  }
+  const auto candidates = meta["target_bits"].as<std::vector<int>>();
+  quant::QuantizedNet q = quant::quantize_for_indicators(net, candidates);
+  ASSERT_EQ(q.names, (std::vector<std::string>{"conv2", "conv3", "conv4"}));
+  auto opt = engine::make_sgd(*q.net, 0.01, 0.9, 2.5e-5);
+  for (int step = 0; step < 3; ++step) {
+    SCOPED_TRACE("step " + std::to_string(step + 1));
+    const YAML::Node ref = meta["steps"][step];
+    const auto losses = engine::joint_step(q, *opt, in.at("x" + std::to_string(step)).toTensor(),
+                                           in.at("y" + std::to_string(step)).toTensor(), 0.1,
+                                           ref["mixed_policy"].as<std::vector<int>>());
+    const auto ref_losses = ref["losses"].as<std::vector<double>>();
+    ASSERT_EQ(losses.size(), ref_losses.size());
+    for (size_t i = 0; i < losses.size(); ++i) EXPECT_NEAR(losses[i], ref_losses[i], 1e-5) << "loss " << i;
+    const auto state = load_plain("joint_step_state_after_" + std::to_string(step + 1) + ".pt");
+    size_t compared = 0;
+    auto check = [&](const std::string& name, const torch::Tensor& t) {
+      const std::string g = golden_name(name);
+      ASSERT_TRUE(state.contains(g)) << g;
+      const torch::Tensor r = state.at(g).toTensor();
+      ASSERT_EQ(t.sizes(), r.sizes()) << name;
+      EXPECT_LE((t.to(torch::kDouble) - r.to(torch::kDouble)).abs().max().item<double>(), 1e-5) << name;
+      ++compared;
+    };
+    for (const auto& p : q.net->named_parameters()) check(p.key(), p.value().detach());
+    for (const auto& b : q.net->named_buffers()) check(b.key(), b.value());
+    EXPECT_EQ(compared, state.size());
+  }
+}
+
+TEST(JointStep, ZeroGradientsAreDroppedAndOthersClipped) {
+  torch::nn::Linear lin(3, 2);
+  lin->weight.mutable_grad() = torch::full({2, 3}, 5.0);
+  lin->bias.mutable_grad() = torch::zeros({2});
+  engine::clip_and_drop_zero_grads(*lin, 1.0);
+  EXPECT_TRUE(torch::equal(lin->weight.grad(), torch::ones({2, 3})));
+  EXPECT_FALSE(lin->bias.grad().defined());
+  const torch::Tensor logits = torch::tensor({{2.0, 0.5, -1.0}});
+  const torch::Tensor y = torch::tensor({0}, torch::kLong);
+  const double ls = engine::label_smoothing_ce(logits, y, 0.1).item<double>();
+  const auto logp = torch::log_softmax(logits, -1);
+  const double expect = 0.9 * -logp[0][0].item<double>() - 0.1 * logp.mean().item<double>();
+  EXPECT_NEAR(ls, expect, 1e-6);
+}
