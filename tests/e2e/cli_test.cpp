@@ -5,11 +5,10 @@
 
 #include <yaml-cpp/yaml.h>
 
-#include <random>
-
 #include "mpq/io/indicators.h"
 #include "mpq/io/pickle.h"
 #include "mpq/search/geometry.h"
+#include "synthetic.h"
 #include "test_util.h"
 
 namespace {
@@ -92,27 +91,8 @@ TEST(Cli, TimeLimitExitCodes) {
   // formulation cannot prove optimal in seconds.
   mpq::test::TempDir dir;
   mpq::search::ModelGeometry g;
-  g.model = "synthetic";
   mpq::io::Indicators ind;
-  std::mt19937 rng(11);
-  std::uniform_real_distribution<double> u(0, 1);
-  for (int l = 0; l < 1000; ++l) {
-    mpq::search::LayerGeometry lg;
-    lg.name = "l" + std::to_string(l);
-    lg.params = 1000 + static_cast<int64_t>(u(rng) * 1e6);
-    lg.macs = lg.original_macs = static_cast<int64_t>(u(rng) * 1e8) + 1;
-    lg.searchable = true;
-    g.layers.push_back(lg);
-    ind.layer_names.push_back(lg.name);
-    std::map<int, double> w, a;
-    double sw = 0.01 + u(rng) * 0.05, sa = 0.01 + u(rng) * 0.05;
-    for (int b = 8; b >= 2; --b, sw *= 1.2 + u(rng), sa *= 1.2 + u(rng)) {
-      w[b] = sw;
-      a[b] = sa;
-    }
-    ind.weight.push_back(w);
-    ind.act.push_back(a);
-  }
+  mpq::test::make_synthetic(1000, 11, g, ind);
   mpq::test::write_all(dir.file("g.yaml"), mpq::search::geometry_to_yaml(g));
   mpq::io::save_indicators(dir.file("i.pkl"), ind);
   const std::string base = "search --geometry " + dir.file("g.yaml") + " --i " + dir.file("i.pkl") +

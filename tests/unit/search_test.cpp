@@ -12,6 +12,7 @@
 #include "mpq/io/indicators.h"
 #include "mpq/search/geometry.h"
 #include "mpq/search/search.h"
+#include "synthetic.h"
 #include "test_util.h"
 
 using namespace mpq::search;
@@ -151,28 +152,8 @@ TEST(Search, TimeLimitStatuses) {
   // The plain formulation of a 1000-layer problem takes CBC minutes.
   ModelGeometry g;
   mpq::io::Indicators ind;
-  std::mt19937 rng(5);
-  std::uniform_real_distribution<double> u(0, 1);
+  mpq::test::make_synthetic(1000, 5, g, ind);
   const std::vector<int> bits = {8, 7, 6, 5, 4, 3, 2};
-  for (int l = 0; l < 1000; ++l) {
-    LayerGeometry lg;
-    lg.name = "l" + std::to_string(l);
-    lg.params = 1000 + static_cast<int64_t>(u(rng) * 1e6);
-    lg.macs = lg.original_macs = static_cast<int64_t>(u(rng) * 1e8) + 1;
-    lg.searchable = true;
-    g.layers.push_back(lg);
-    ind.layer_names.push_back(lg.name);
-    std::map<int, double> w, a;
-    double sw = 0.01 + u(rng) * 0.05, sa = 0.01 + u(rng) * 0.05;
-    for (int b = 2; b <= 8; ++b) {
-      w[10 - b] = sw;
-      a[10 - b] = sa;
-      sw *= 1.2 + u(rng);
-      sa *= 1.2 + u(rng);
-    }
-    ind.weight.push_back(w);
-    ind.act.push_back(a);
-  }
   const auto p = make_problem(g, ind, bits, 2.0, {true, 3, 4, 12}, true, "synthetic");
   SolveOptions o;
   o.method = Method::kCbc;
