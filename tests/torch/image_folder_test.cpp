@@ -1,0 +1,96 @@
+// ImageFolder on a small tree written with OpenCV: classes, labels, the two
+// transforms, a truncated JPEG and a text file named .jpg, the error texts.
+#include <gtest/gtest.h>
+
+#include <sys/stat.h>
+
+#include <opencv2/imgcodecs.hpp>
+#include <torch/torch.h>
+
+#include "data/image_folder.h"
+#include "mpq/common/error.h"
+#include "test_util.h"
+
+using namespace mpq::data;
+
+namespace {
+
+void write_image(const std::string& path, int h, int w, cv::Scalar bgr) {
+  cv::Mat m(h, w, CV_8UC3, bgr);
+  ASSERT_TRUE(cv::imwrite(path, m, {cv::IMWRITE_JPEG_QUALITY, 90}));
+}
+
+}  // namespace
+
+TEST(ImageFolder, ClassesLabelsAndTransforms) {
+  mpq::test::TempDir dir;
+  for (const char* c : {"b_dog", "a_cat"}) ::mkdir(dir.file(c).c_str(), 0755);
+  write_image(dir.file("a_cat/1.jpg"), 300, 400, {0, 0, 255});  // red (BGR)
+  write_image(dir.file("a_cat/2.PNG"), 50, 60, {0, 255, 0});
+  write_image(dir.file("b_dog/x.jpeg"), 375, 500, {255, 0, 0});
+  mpq::test::write_all(dir.file("b_dog/notes.txt"), "not an image");
+  ImageFolder val(dir.path(), {false, 224, 256});
+  ASSERT_EQ(val.classes(), (std::vector<std::string>{"a_cat", "b_dog"}));
+  ASSERT_EQ(val.size(), 3);
+  EXPECT_EQ(val.label(2), 1);
+  std::mt19937 rng(0);
+  const auto t = val.load(0, rng);
+  ASSERT_TRUE(t.has_value());
+  EXPECT_EQ(t->sizes(), torch::IntArrayRef({3, 224, 224}));
+  // A red image: channel 0 (R) near (1 - 0.485) / 0.229, channel 2 near -0.406 / 0.225.
+  EXPECT_NEAR((*t)[0].mean().item<float>(), (1 - 0.485f) / 0.229f, 0.05);
+  EXPECT_NEAR((*t)[2].mean().item<float>(), -0.406f / 0.225f, 0.05);
+  ImageFolder train(dir.path(), {true, 32, 36});
+  std::mt19937 r1(5), r2(5);
+  EXPECT_TRUE(torch::equal(*train.load(1, r1), *train.load(1, r2)));  // seeded: repeatable
+  EXPECT_EQ(train.load(2, r1)->sizes(), torch::IntArrayRef({3, 32, 32}));
+}
+
+TEST(ImageFolder, BadImagesAreReportedNotZeroed) {
+  mpq::test::TempDir dir;
+  ::mkdir(dir.file("c").c_str(), 0755);
+  write_image(dir.file("c/good.jpg"), 64, 64, {10, 20, 30});
+  const std::string jpg = mpq::test::read_all(dir.file("c/good.jpg"));
+  mpq::test::write_all(dir.file("c/trunc.jpg"), jpg.substr(0, jpg.size() / 3));
+  mpq::test::write_all(dir.file("c/text.jpg"), "this is text, not a JPEG\n");
+  ImageFolder f(dir.path(), {false, 32, 36});
+  std::mt19937 rng(0);
+  ASSERT_EQ(f.size(), 3);  // good.jpg, text.jpg, trunc.jpg
+  EXPECT_TRUE(f.load(0, rng).has_value());
+  EXPECT_FALSE(f.load(1, rng).has_value()) << "a text file named .jpg";
+  EXPECT_FALSE(f.load(2, rng).has_value()) << "a truncated JPEG must not pass as a partly grey image";
+}
+
+TEST(ImageFolder, FolderErrors) {
+  mpq::test::TempDir dir;
+  auto error_of = [](const std::string& root) {
+    try {
+      ImageFolder f(root, {});
+    } catch (const mpq::InputError& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(error_of(dir.file("missing")).find("not a folder"), std::string::npos);
+  EXPECT_NE(error_of(dir.path()).find("no class folders"), std::string::npos);
+  ::mkdir(dir.file("empty").c_str(), 0755);
+  EXPECT_NE(error_of(dir.path()).find("/empty: an empty class folder"), std::string::npos);
+}
+
+TEST(ImageFolder, RandomResizedCropFollowsTorchvision) {
+  std::mt19937 rng(1);
+  for (int k = 0; k < 200; ++k) {
+    const CropBox b = random_resized_crop_box(375, 500, rng);
+    EXPECT_GT(b.width, 0);
+    EXPECT_LE(b.left + b.width, 500);
+    EXPECT_LE(b.top + b.height, 375);
+    const double area = double(b.width) * b.height / (375.0 * 500.0);
+    EXPECT_GE(area, 0.08 - 0.01);
+  }
+  // An extreme aspect ratio falls back to a centre crop clamped to 4/3.
+  std::mt19937 r2(2);
+  const CropBox f = random_resized_crop_box(10, 1000, r2);
+  EXPECT_EQ(f.height, 10);
+  EXPECT_EQ(f.width, 13);
+  EXPECT_EQ(f.left, (1000 - 13) / 2);
+}
