@@ -45,6 +45,44 @@ bool image_name(const std::string& n) {
   return ext == "jpg" || ext == "jpeg" || ext == "png" || ext == "bmp" || ext == "webp";
 }
 
+// HWC BGR uint8 -> CHW RGB float, normalised with ImageNet's statistics.
+torch::Tensor to_tensor(const cv::Mat& out) {
+  static const float kMean[3] = {0.485f, 0.456f, 0.406f}, kStd[3] = {0.229f, 0.224f, 0.225f};
+  const int h = out.rows, w = out.cols;
+  torch::Tensor t = torch::empty({3, h, w});
+  float* dst = t.data_ptr<float>();
+  for (int y = 0; y < h; ++y) {
+    const uint8_t* row = out.ptr<uint8_t>(y);
+    for (int x = 0; x < w; ++x)
+      for (int c = 0; c < 3; ++c) dst[(c * h + y) * w + x] = (row[x * 3 + (2 - c)] / 255.0f - kMean[c]) / kStd[c];
+  }
+  return t;
+}
+
+// Width and height from a JPEG's SOF marker, without decoding; false when
+// the stream holds none (then the image is decoded at full size).
+bool jpeg_size(const std::vector<uint8_t>& b, int& h, int& w) {
+  size_t i = 2;
+  while (i + 9 < b.size()) {
+    if (b[i] != 0xFF) return false;
+    const uint8_t m = b[i + 1];
+    if (m == 0xFF) {
+      ++i;
+      continue;
+    }
+    const size_t len = static_cast<size_t>(b[i + 2]) << 8 | b[i + 3];
+    const bool sof = m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC;
+    if (sof) {
+      h = b[i + 5] << 8 | b[i + 6];
+      w = b[i + 7] << 8 | b[i + 8];
+      return h > 0 && w > 0;
+    }
+    if (len < 2) return false;
+    i += 2 + len;
+  }
+  return false;
+}
+
 }  // namespace
 
 CropBox random_resized_crop_box(int h, int w, std::mt19937& rng, double scale_min, double scale_max, double ratio_min,
@@ -106,10 +144,32 @@ std::optional<torch::Tensor> ImageFolder::load(int64_t i, std::mt19937& rng) con
       }
     if (!eoi) return std::nullopt;
   }
-  const cv::Mat bgr = cv::imdecode(bytes, cv::IMREAD_COLOR);
-  if (bgr.empty() || bgr.rows < 1 || bgr.cols < 1) return std::nullopt;
   cv::Mat out;
   const int s = o_.size;
+  int jh = 0, jw = 0;
+  if (o_.train && jpeg_size(bytes, jh, jw)) {
+    // The crop is drawn on the full-size geometry, then the JPEG is decoded
+    // at 1/2, 1/4 or 1/8 scale when the crop still covers the output at that
+    // scale: the decoder skips most of its work (OpenCV's IMREAD_REDUCED_*).
+    const CropBox b = random_resized_crop_box(jh, jw, rng);
+    int r = 1;
+    while (r < 8 && std::min(b.height, b.width) / (2 * r) >= s) r *= 2;
+    const int flag = r == 1 ? cv::IMREAD_COLOR
+                            : r == 2 ? cv::IMREAD_REDUCED_COLOR_2
+                                     : r == 4 ? cv::IMREAD_REDUCED_COLOR_4 : cv::IMREAD_REDUCED_COLOR_8;
+    const cv::Mat img = cv::imdecode(bytes, flag);
+    if (img.empty()) return std::nullopt;
+    const double fy = static_cast<double>(img.rows) / jh, fx = static_cast<double>(img.cols) / jw;
+    const int top = std::min(img.rows - 1, static_cast<int>(b.top * fy));
+    const int left = std::min(img.cols - 1, static_cast<int>(b.left * fx));
+    const int ch = std::max(1, std::min(img.rows - top, static_cast<int>(std::lround(b.height * fy))));
+    const int cw = std::max(1, std::min(img.cols - left, static_cast<int>(std::lround(b.width * fx))));
+    cv::resize(img(cv::Rect(left, top, cw, ch)), out, cv::Size(s, s), 0, 0, cv::INTER_LINEAR);
+    if (std::bernoulli_distribution(0.5)(rng)) cv::flip(out, out, 1);
+    return to_tensor(out);
+  }
+  const cv::Mat bgr = cv::imdecode(bytes, cv::IMREAD_COLOR);
+  if (bgr.empty() || bgr.rows < 1 || bgr.cols < 1) return std::nullopt;
   if (o_.train) {
     const CropBox b = random_resized_crop_box(bgr.rows, bgr.cols, rng);
     cv::resize(bgr(cv::Rect(b.left, b.top, b.width, b.height)), out, cv::Size(s, s), 0, 0, cv::INTER_LINEAR);
@@ -122,17 +182,7 @@ std::optional<torch::Tensor> ImageFolder::load(int64_t i, std::mt19937& rng) con
     cv::resize(bgr, resized, cv::Size(rw, rh), 0, 0, cv::INTER_LINEAR);
     out = resized(cv::Rect((rw - s) / 2, (rh - s) / 2, s, s)).clone();
   }
-  // HWC BGR uint8 -> CHW RGB float, normalised with ImageNet's statistics.
-  static const float kMean[3] = {0.485f, 0.456f, 0.406f}, kStd[3] = {0.229f, 0.224f, 0.225f};
-  torch::Tensor t = torch::empty({3, s, s});
-  float* dst = t.data_ptr<float>();
-  for (int y = 0; y < s; ++y) {
-    const uint8_t* row = out.ptr<uint8_t>(y);
-    for (int x = 0; x < s; ++x)
-      for (int c = 0; c < 3; ++c)
-        dst[(c * s + y) * s + x] = (row[x * 3 + (2 - c)] / 255.0f - kMean[c]) / kStd[c];
-  }
-  return t;
+  return to_tensor(out);
 }
 
 }  // namespace mpq::data

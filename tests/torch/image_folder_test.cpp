@@ -46,6 +46,20 @@ TEST(ImageFolder, ClassesLabelsAndTransforms) {
   EXPECT_EQ(train.load(2, r1)->sizes(), torch::IntArrayRef({3, 32, 32}));
 }
 
+TEST(ImageFolder, LargeJpegsDecodeAtReducedSize) {
+  mpq::test::TempDir dir;
+  ::mkdir(dir.file("c").c_str(), 0755);
+  write_image(dir.file("c/big.jpg"), 1200, 1600, {0, 0, 255});  // red
+  ImageFolder f(dir.path(), {true, 64, 72});
+  for (unsigned seed = 0; seed < 20; ++seed) {
+    std::mt19937 rng(seed);
+    const auto t = f.load(0, rng);
+    ASSERT_TRUE(t.has_value());
+    ASSERT_EQ(t->sizes(), torch::IntArrayRef({3, 64, 64}));
+    EXPECT_NEAR((*t)[0].mean().item<float>(), (1 - 0.485f) / 0.229f, 0.05);
+  }
+}
+
 TEST(ImageFolder, BadImagesAreReportedNotZeroed) {
   mpq::test::TempDir dir;
   ::mkdir(dir.file("c").c_str(), 0755);
