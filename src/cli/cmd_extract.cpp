@@ -12,6 +12,7 @@ Command setup_extract(CLI::App& app, const Globals& g) {
   struct Args {
     std::string checkpoint, output;
     std::vector<int> bits;
+    int input_size = 0;
   };
   auto a = std::make_shared<Args>();
   CLI::App* sub = app.add_subcommand("extract", "indicators out of a pretrain checkpoint (mpq's or the original's)");
@@ -22,8 +23,12 @@ Command setup_extract(CLI::App& app, const Globals& g) {
   sub->add_option("--b,--bits", a->bits,
                   "candidate bit-widths in the order of training (needed for the original's checkpoints)")
       ->check(CLI::Range(2, 16));
+  sub->add_option("--input-size", a->input_size,
+                  "input height and width for the geometry file (default 224; resnet20: 32)")
+      ->check(CLI::Range(1, 4096));
   return {sub, [a, &g] {
             std::vector<std::string> args{a->checkpoint, "-o", a->output};
+            if (a->input_size > 0) args.insert(args.end(), {"--input-size", std::to_string(a->input_size)});
             if (!a->bits.empty()) args.emplace_back("--b");
             for (int b : a->bits) args.push_back(std::to_string(b));
             run_torch_command("extract", args, g);

@@ -1,11 +1,14 @@
 // mpq extract (SPEC §3): the learned scales of every searchable layer's
 // weight and activation quantizers, as the original's indicator pickle.
+#include <algorithm>
+#include <cstdio>
 #include <map>
 
 #include <spdlog/spdlog.h>
 
 #include "mpq/common/error.h"
 #include "mpq/io/indicators.h"
+#include "mpq/search/geometry.h"
 #include "plugin/commands.h"
 #include "torchio/checkpoint.h"
 
@@ -17,14 +20,68 @@ bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
+// The indicators as a table on stdout, highest bits first; '*' marks a value
+// the search's outlier rule erases (smaller than at the next higher bit-width).
+void print_table(const io::Indicators& ind, std::vector<int> bits) {
+  std::sort(bits.rbegin(), bits.rend());
+  std::string head = "| layer |";
+  for (const char* kind : {"W", "A"})
+    for (int b : bits) head += " " + std::string(kind) + std::to_string(b) + " |";
+  std::printf("%s\n|---|", head.c_str());
+  for (size_t k = 0; k < 2 * bits.size(); ++k) std::printf("---|");
+  std::printf("\n");
+  for (size_t l = 0; l < ind.layer_names.size(); ++l) {
+    std::printf("| %s |", ind.layer_names[l].c_str());
+    for (const auto* table : {&ind.weight[l], &ind.act[l]}) {
+      std::vector<double> v;
+      for (int b : bits) v.push_back(table->at(b));
+      for (size_t k = 0; k < v.size(); ++k)
+        std::printf(" %.6g%s |", v[k], k > 0 && v[k] < v[k - 1] ? "*" : "");
+    }
+    std::printf("\n");
+  }
+  std::fflush(stdout);
+}
+
+// For a zoo network, the geometry file `mpq search --geometry` reads, beside
+// the indicators; input channels and classes come from the weights.
+void write_geometry(const torchio::Checkpoint& ck, const std::vector<std::string>& layers, const std::string& out,
+                    int input_size) {
+  const pickle::Value* arch = ck.root.find("arch");
+  const auto& zoo = search::zoo_models();
+  if (arch == nullptr || arch->kind() != pickle::Value::Kind::kStr ||
+      std::find(zoo.begin(), zoo.end(), arch->as_str()) == zoo.end()) {
+    spdlog::info("extract: no geometry file (the checkpoint's arch is not a zoo network); describe the network "
+                 "for `mpq search --geometry` yourself (docs/FORMATS.md)");
+    return;
+  }
+  const std::string name = arch->as_str();
+  search::InputShape in;
+  in.height = in.width = input_size > 0 ? input_size : (name == "resnet20" ? 32 : 224);
+  for (const auto& [k, t] : ck.state) {
+    if ((k == "conv1.weight" || k == "first_conv.0.weight") && t.dim() == 4) in.channels = static_cast<int>(t.size(1));
+    if (k == "fc.weight" && t.dim() == 2) in.num_classes = static_cast<int>(t.size(0));
+  }
+  const search::ModelGeometry g = search::zoo_geometry(name, in);
+  MPQ_CHECK(g.searchable_names() == layers, "extract: the checkpoint's quantized layers are not ", name,
+            "'s searchable layers");
+  const std::string path = (out.size() > 4 && out.substr(out.size() - 4) == ".pkl" ? out.substr(0, out.size() - 4) : out) +
+                           ".geometry.yaml";
+  io::write_file_atomic(path, search::geometry_to_yaml(g));
+  spdlog::info("extract: geometry of {} at {}x{} written to {}", name, in.height, in.width, path);
+}
+
 }  // namespace
 
 void run_extract(const std::vector<std::string>& args) {
   std::string ckpt, out;
   std::vector<int> bits;
+  int input_size = 0;
   for (size_t i = 0; i < args.size(); ++i) {
     if (args[i] == "-o" && i + 1 < args.size()) {
       out = args[++i];
+    } else if (args[i] == "--input-size" && i + 1 < args.size()) {
+      input_size = std::stoi(args[++i]);
     } else if (args[i] == "--b") {
       while (i + 1 < args.size() && args[i + 1].rfind("-", 0) != 0) bits.push_back(std::stoi(args[++i]));
     } else {
@@ -68,6 +125,8 @@ void run_extract(const std::vector<std::string>& args) {
   }
   io::save_indicators(out, ind, /*module_prefix=*/true);
   spdlog::info("extract: {} layers x {} bit-widths written to {}", layers.size(), bits.size(), out);
+  print_table(ind, bits);
+  write_geometry(ck, layers, out, input_size);
 }
 
 }  // namespace mpq::plugin

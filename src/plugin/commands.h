@@ -6,7 +6,9 @@
 
 namespace mpq::plugin {
 
-// mpq extract CKPT -o OUT [--b BITS...]: indicators out of a checkpoint.
+// mpq extract CKPT -o OUT [--b BITS...] [--input-size N]: indicators out of
+// a checkpoint, a table of them on stdout, and for a zoo network the
+// geometry file beside OUT.
 void run_extract(const std::vector<std::string>& args);
 
 }  // namespace mpq::plugin

@@ -185,6 +185,9 @@ TEST(Cli, ExtractGivesTheOriginalsIndicators) {
   const Result r = mpq_run("extract " + ckpt + " -o " + dir.file("i.pkl") + " --b 4 3 2");
   if (r.err.find("could not be loaded") != std::string::npos) GTEST_SKIP() << "built without the torch plugin";
   ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("| layer | W4 | W3 | W2 | A4 | A3 | A2 |"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("| conv2 | 0.0259362 | 0.0525413 | 0.103904 |"), std::string::npos) << r.out;
+  EXPECT_NE(r.err.find("no geometry file"), std::string::npos) << r.err;  // the original's tiny net is not in the zoo
   const auto mine = mpq::io::load_indicators(dir.file("i.pkl"));
   const auto ref = mpq::io::load_indicators(mpq::test::golden("limpq_pretrain_indicators.pkl"));
   EXPECT_EQ(mine.layer_names, ref.layer_names);

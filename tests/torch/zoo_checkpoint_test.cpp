@@ -6,6 +6,8 @@
 #include <torch/torch.h>
 
 #include "models/zoo.h"
+#include "mpq/io/indicators.h"
+#include "quant/qmodules.h"
 #include "mpq/common/error.h"
 #include "mpq/search/geometry.h"
 #include "test_util.h"
@@ -190,4 +192,29 @@ TEST(Checkpoint, SharedStoragesStayShared) {
   EXPECT_TRUE(torch::equal(m["col"], torch::tensor({2., 6., 10.})));
   EXPECT_EQ(m["half"].scalar_type(), torch::kHalf);
   EXPECT_EQ(m["row"].data_ptr<float>(), m["base"].data_ptr<float>() + 4) << "the view must share its base's storage";
+}
+
+TEST(Checkpoint, ExtractFromAnMpqCheckpointWritesTheGeometry) {
+  // An indicator-training checkpoint as mpq writes it: the quantized
+  // ResNet-20's state plus arch and candidate_bits.
+  test::TempDir dir;
+  auto q = quant::quantize_for_indicators(models::make_model("resnet20", {10, 1}), {4, 3, 2});
+  torchio::StateDict sd;
+  for (const auto& p : q.net->named_parameters()) sd.emplace_back(p.key(), p.value());
+  for (const auto& b : q.net->named_buffers()) sd.emplace_back(b.key(), b.value());
+  torchio::save_checkpoint(dir.file("ck.pt"), sd,
+                           {{"arch", c10::IValue(std::string("resnet20"))},
+                            {"candidate_bits", c10::IValue(c10::List<int64_t>({4, 3, 2}))}});
+  const std::string cmd = std::string(MPQ_BINARY) + " extract " + dir.file("ck.pt") + " -o " + dir.file("r20.pkl") +
+                          " --input-size 28 > " + dir.file("table.md") + " 2>" + dir.file("log");
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << test::read_all(dir.file("log"));
+  const auto ind = io::load_indicators(dir.file("r20.pkl"));
+  const auto geo = search::load_geometry(dir.file("r20.geometry.yaml"));
+  EXPECT_EQ(ind.layer_names, geo.searchable_names());
+  EXPECT_EQ(geo.layers.front().in_h, 28);
+  EXPECT_EQ(geo.layers.front().in, 1);
+  EXPECT_EQ(geo.layers.back().out, 10);
+  // The weight scales are the 3-sigma initialisation, decreasing with bits.
+  EXPECT_LT(ind.weight[0].at(4), ind.weight[0].at(2));
+  EXPECT_NE(test::read_all(dir.file("table.md")).find("| layer1.0.conv1 |"), std::string::npos);
 }
