@@ -1,0 +1,49 @@
+// Multi-process training on PyTorch's own c10d, the torchrun way (SPEC §6).
+//
+// The environment torchrun (or any scheduler) sets: RANK, WORLD_SIZE,
+// LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT. Without WORLD_SIZE
+// (or with 1) the run is a single process and no group is made.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include <torch/types.h>
+
+namespace c10d {
+class ProcessGroup;
+}
+
+namespace mpq::dist {
+
+struct Env {
+  int rank = 0, world_size = 1, local_rank = 0, local_world_size = 1;
+  std::string master_addr = "127.0.0.1";
+  int master_port = 29500;
+  bool distributed() const { return world_size > 1; }
+};
+
+// Reads the torchrun variables; InputError naming a malformed one.
+Env env_from_environment();
+
+// A process group over c10d's TCPStore: Gloo for CPU tensors (NCCL joins in
+// a CUDA build). `timeout` bounds every rendezvous and collective, so a lost
+// rank makes the others fail instead of hanging.
+class Group {
+ public:
+  Group(const Env& env, std::chrono::milliseconds timeout);
+  ~Group();
+  const Env& env() const { return env_; }
+
+  // In-place sum over ranks, then divided by the world size.
+  void all_reduce_mean(torch::Tensor& t);
+  // Rank 0's values everywhere, in place.
+  void broadcast(torch::Tensor& t);
+
+ private:
+  Env env_;
+  std::shared_ptr<c10d::ProcessGroup> pg_;
+};
+
+}  // namespace mpq::dist
