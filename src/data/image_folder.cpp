@@ -13,6 +13,8 @@
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
+#include <spdlog/spdlog.h>
+
 #include "mpq/common/error.h"
 
 namespace mpq::data {
@@ -183,6 +185,32 @@ std::optional<torch::Tensor> ImageFolder::load(int64_t i, std::mt19937& rng) con
     out = resized(cv::Rect((rw - s) / 2, (rh - s) / 2, s, s)).clone();
   }
   return to_tensor(out);
+}
+
+FolderBatch load_batch(const ImageFolder& folder, const std::vector<int64_t>& indices, uint64_t seed, int64_t epoch,
+                       int64_t first, bool strict) {
+  FolderBatch b;
+  std::vector<torch::Tensor> xs;
+  std::vector<int64_t> ys;
+  for (size_t k = 0; k < indices.size(); ++k) {
+    const int64_t i = indices[k];
+    std::seed_seq seq{seed, static_cast<uint64_t>(epoch), static_cast<uint64_t>(first + static_cast<int64_t>(k))};
+    std::mt19937 rng(seq);
+    if (auto t = folder.load(i, rng)) {
+      xs.push_back(*t);
+      ys.push_back(folder.label(i));
+      continue;
+    }
+    MPQ_CHECK(!strict, folder.path(i), ": not a decodable image (corrupt or truncated); remove it, or leave "
+              "corrupt images out of training by turning off the strict setting");
+    spdlog::warn("data: skipping {}: not a decodable image", folder.path(i));
+    b.skipped.push_back(folder.path(i));
+  }
+  MPQ_CHECK(!xs.empty(), "data: every image of a batch failed to decode (first: ",
+            b.skipped.empty() ? std::string("?") : b.skipped.front(), ")");
+  b.images = torch::stack(xs);
+  b.labels = torch::tensor(ys, torch::kLong);
+  return b;
 }
 
 }  // namespace mpq::data

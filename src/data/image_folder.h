@@ -47,6 +47,17 @@ class ImageFolder {
   std::vector<int64_t> labels_;
 };
 
+// A batch of ImageFolder samples `indices`, each augmented with a generator
+// seeded by (seed, epoch, its position `first + k`). An image that does not
+// decode is left out, logged with its path and counted in `skipped`; with
+// `strict` it is an InputError naming the path instead.
+struct FolderBatch {
+  torch::Tensor images, labels;  // [n, 3, s, s], [n]; n <= indices.size()
+  std::vector<std::string> skipped;
+};
+FolderBatch load_batch(const ImageFolder& folder, const std::vector<int64_t>& indices, uint64_t seed, int64_t epoch,
+                       int64_t first, bool strict);
+
 // torchvision's RandomResizedCrop.get_params on an h x w image: the crop's
 // (top, left, height, width).
 struct CropBox {

@@ -75,6 +75,26 @@ TEST(ImageFolder, BadImagesAreReportedNotZeroed) {
   EXPECT_FALSE(f.load(2, rng).has_value()) << "a truncated JPEG must not pass as a partly grey image";
 }
 
+TEST(ImageFolder, BatchesSkipAndCountBadImagesOrStopWhenStrict) {
+  mpq::test::TempDir dir;
+  ::mkdir(dir.file("c").c_str(), 0755);
+  write_image(dir.file("c/a.jpg"), 40, 40, {10, 20, 30});
+  write_image(dir.file("c/b.jpg"), 40, 40, {30, 20, 10});
+  mpq::test::write_all(dir.file("c/bad.jpg"), "not a jpeg");
+  ImageFolder f(dir.path(), {true, 16, 20});
+  const FolderBatch b = load_batch(f, {0, 1, 2}, 7, 0, 0, false);  // a.jpg, b.jpg, bad.jpg
+  EXPECT_EQ(b.images.sizes(), torch::IntArrayRef({2, 3, 16, 16}));
+  ASSERT_EQ(b.skipped.size(), 1u);
+  EXPECT_EQ(b.skipped[0], dir.file("c/bad.jpg"));
+  EXPECT_TRUE(torch::equal(b.images, load_batch(f, {0, 1, 2}, 7, 0, 0, false).images));  // seeded per position
+  try {
+    load_batch(f, {2}, 7, 0, 0, true);
+    FAIL();
+  } catch (const mpq::InputError& e) {
+    EXPECT_NE(std::string(e.what()).find(dir.file("c/bad.jpg") + ": not a decodable image"), std::string::npos);
+  }
+}
+
 TEST(ImageFolder, FolderErrors) {
   mpq::test::TempDir dir;
   auto error_of = [](const std::string& root) {
