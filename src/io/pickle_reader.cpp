@@ -188,7 +188,6 @@ class Reader {
     if (args.node_) args.node_->sealed = true;
     return checked(hooks_->call_reduce(callable, args.items()));
   }
-  std::string text_int_line() { return line(); }
 
   int64_t parse_int_text(const std::string& s) {
     std::string t = s;

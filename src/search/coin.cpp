@@ -3,7 +3,7 @@
 
 #include <Cbc_C_Interface.h>
 
-#include <cmath>
+#include <algorithm>
 #include <limits>
 #include <memory>
 
@@ -29,7 +29,7 @@ void check_model(const LinearModel& m) {
 
 }  // namespace
 
-MipResult solve_mip(const LinearModel& m, const std::vector<double>& start, double cutoff, double time_limit_s) {
+MipResult solve_mip(const LinearModel& m, const std::vector<double>& start, double time_limit_s) {
   check_model(m);
   std::unique_ptr<Cbc_Model, CbcDeleter> cbc(Cbc_newModel());
   Cbc_setLogLevel(cbc.get(), 0);
@@ -41,7 +41,6 @@ MipResult solve_mip(const LinearModel& m, const std::vector<double>& start, doub
   // Exact answers: no relative or absolute optimality tolerance beyond rounding.
   Cbc_setAllowableGap(cbc.get(), 1e-10);
   Cbc_setAllowableFractionGap(cbc.get(), 0.0);
-  if (std::isfinite(cutoff)) Cbc_setCutoff(cbc.get(), cutoff);
   if (!start.empty()) {
     MPQ_ASSERT(start.size() == static_cast<size_t>(m.num_cols()));
     std::vector<int> idx(start.size());

@@ -25,9 +25,9 @@ struct MipResult {
   int nodes = 0;
 };
 
-// Solves with every column integer. `start` (may be empty) is a MIP start;
-// `cutoff` (inf for none) discards solutions not better than it, so an
-// "infeasible" answer with a cutoff means "nothing better than the cutoff".
-MipResult solve_mip(const LinearModel& m, const std::vector<double>& start, double cutoff, double time_limit_s);
+// Solves with every column integer. `start` (may be empty) is a MIP start.
+// No cutoff is offered: CBC 2.10.8 declared feasible problems infeasible
+// when given one equal to the MIP start's value.
+MipResult solve_mip(const LinearModel& m, const std::vector<double>& start, double time_limit_s);
 
 }  // namespace mpq::search

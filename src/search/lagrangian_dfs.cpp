@@ -41,8 +41,6 @@ class LagrangianDfs {
     lagrangian_ = lag.bound;
   }
 
-  double lagrangian_bound() const { return lagrangian_; }
-
   // Improves (best_pick, best_cost) in place. Returns true when the search
   // completed (the result is optimal), false at the node limit or deadline.
   bool run(std::vector<int>& best_pick, double& best_cost) {

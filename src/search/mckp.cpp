@@ -186,7 +186,7 @@ SearchResult to_result(const PairTable& t, const Assignment& s, Status status, d
 // Solves the MIP over `cols`; tightens the resource rows when CBC's
 // tolerances let a solution overshoot a capacity by a hair.
 MipResult solve_checked(const PairTable& t, const std::vector<std::vector<int>>& cols, const Assignment* start,
-                        double cutoff, double time_limit_s, SubModel* out_model) {
+                        double time_limit_s, SubModel* out_model) {
   MipResult res;
   for (double shrink : {0.0, 1e-9, 1e-7, 1e-5}) {
     SubModel m = build_model(t, cols, shrink);
@@ -195,7 +195,7 @@ MipResult solve_checked(const PairTable& t, const std::vector<std::vector<int>>&
       x0.assign(m.col.size(), 0.0);
       for (size_t c = 0; c < m.col.size(); ++c) x0[c] = start->pick[m.col[c].first] == m.col[c].second ? 1.0 : 0.0;
     }
-    res = solve_mip(m.lm, x0, cutoff - m.constant, time_limit_s);
+    res = solve_mip(m.lm, x0, time_limit_s);
     res.objective += m.constant;
     res.bound += m.constant;
     *out_model = std::move(m);
@@ -349,8 +349,7 @@ SearchResult solve_exact(const SearchProblem& p, double time_limit_s) {
     if (!all_fixed) {
       const double remaining = std::max(1e-3, time_limit_s - seconds_since(t0));
       SubModel m;
-      // No cutoff: CBC 2.10 declared problems infeasible with the incumbent's value as cutoff.
-      const MipResult mip = solve_checked(t, cols, &best, kInf, remaining, &m);
+      const MipResult mip = solve_checked(t, cols, &best, remaining, &m);
       nodes += mip.nodes;
       status = mip.status;
       if (status == MipResult::Status::kError)
@@ -377,7 +376,7 @@ SearchResult solve_plain_cbc(const SearchProblem& p, double time_limit_s) {
     std::iota(cols[l].begin(), cols[l].end(), 0);
   }
   SubModel m;
-  const MipResult mip = solve_checked(t, cols, nullptr, kInf, time_limit_s, &m);
+  const MipResult mip = solve_checked(t, cols, nullptr, time_limit_s, &m);
   SearchResult r;
   r.pairs = r.pairs_kept = r.pairs_left = static_cast<int64_t>(m.col.size());
   r.cbc_nodes = mip.nodes;
