@@ -114,7 +114,8 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
   r.known({"name", "target_bits", "weight_bits", "act_bits", "policy", "gpu", "output_dir", "training_device",
            "dataloader", "resume", "log", "arch", "freeze_weights", "pre_trained", "quan", "eval", "fp_model", "epochs",
            "smoothing", "opt", "lr", "momentum", "weight_decay", "sched", "min_lr", "decay_rate", "warmup_epochs",
-           "warmup_lr", "decay_epochs", "cooldown_epochs", "val_cycle", "seed"});
+           "warmup_lr", "decay_epochs", "cooldown_epochs", "val_cycle", "seed", "distill", "sync_bn",
+           "checkpoint_steps", "bn_calib_images", "dist_timeout", "threads", "pre_trained_strict"});
   r.get("name", c.name);
   r.get_bits("target_bits", c.target_bits);
   r.get_bits("weight_bits", c.weight_bits);
@@ -125,7 +126,7 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
   r.get("training_device", c.training_device);
   {
     const Reader d = r.child("dataloader");
-    d.known({"dataset", "num_classes", "path", "batch_size", "workers", "deterministic", "serialized", "val_split"});
+    d.known({"dataset", "num_classes", "path", "batch_size", "workers", "deterministic", "serialized", "val_split", "fraction", "strict"});
     auto& dl = c.dataloader;
     d.get("dataset", dl.dataset);
     static const std::vector<std::string> kSets = {"fashion_mnist", "mnist", "cifar10", "imagenet"};
@@ -142,6 +143,10 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
     d.get("deterministic", dl.deterministic);
     d.get("serialized", dl.serialized);
     d.get("val_split", dl.val_split, 0.0, 1.0, /*hi_open=*/true);
+    d.get("fraction", dl.fraction, 0.0, 1.0);
+    MPQ_CHECK(dl.fraction > 0, where(path, d.at("fraction")), ": dataloader.fraction must be in (0, 1] (got ",
+              dl.fraction, ")");
+    d.get("strict", dl.strict);
   }
   {
     const Reader rs = r.child("resume");
@@ -222,6 +227,13 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
   r.get("cooldown_epochs", c.cooldown_epochs, 0, 100000);
   r.get("val_cycle", c.val_cycle, 1, 100000);
   r.get("seed", c.seed, 0, 1 << 30);
+  r.get("distill", c.distill);
+  r.get("sync_bn", c.sync_bn);
+  r.get("checkpoint_steps", c.checkpoint_steps, 0, 1 << 30);
+  r.get("bn_calib_images", c.bn_calib_images, 0, 1 << 30);
+  r.get("dist_timeout", c.dist_timeout, 1, 1 << 20);
+  r.get("threads", c.threads, 0, 4096);
+  r.get("pre_trained_strict", c.pre_trained_strict);
   MPQ_CHECK(c.weight_bits.size() == c.act_bits.size(), path, ": weight_bits has ", c.weight_bits.size(),
             " entries but act_bits has ", c.act_bits.size());
   MPQ_CHECK(c.policy.empty() || c.weight_bits.empty(), path,
@@ -249,6 +261,8 @@ std::string to_yaml(const Config& c) {
   e << YAML::Key << "workers" << YAML::Value << c.dataloader.workers;
   e << YAML::Key << "deterministic" << YAML::Value << c.dataloader.deterministic;
   e << YAML::Key << "val_split" << YAML::Value << c.dataloader.val_split;
+  e << YAML::Key << "fraction" << YAML::Value << c.dataloader.fraction;
+  e << YAML::Key << "strict" << YAML::Value << c.dataloader.strict;
   e << YAML::EndMap;
   e << YAML::Key << "resume" << YAML::Value << YAML::BeginMap << YAML::Key << "path" << YAML::Value << c.resume_path
     << YAML::EndMap;
@@ -269,6 +283,13 @@ std::string to_yaml(const Config& c) {
   e << YAML::Key << "cooldown_epochs" << YAML::Value << c.cooldown_epochs;
   e << YAML::Key << "val_cycle" << YAML::Value << c.val_cycle;
   e << YAML::Key << "seed" << YAML::Value << c.seed;
+  e << YAML::Key << "distill" << YAML::Value << c.distill;
+  e << YAML::Key << "sync_bn" << YAML::Value << c.sync_bn;
+  e << YAML::Key << "checkpoint_steps" << YAML::Value << c.checkpoint_steps;
+  e << YAML::Key << "bn_calib_images" << YAML::Value << c.bn_calib_images;
+  e << YAML::Key << "dist_timeout" << YAML::Value << c.dist_timeout;
+  e << YAML::Key << "threads" << YAML::Value << c.threads;
+  e << YAML::Key << "pre_trained_strict" << YAML::Value << c.pre_trained_strict;
   e << YAML::EndMap;
   return std::string(e.c_str()) + "\n";
 }

@@ -67,6 +67,33 @@ void Group::all_reduce_mean(torch::Tensor& t) {
   t.div_(env_.world_size);
 }
 
+void Group::all_reduce_sum(torch::Tensor& t) {
+  std::vector<torch::Tensor> ts{t};
+  pg_->allreduce(ts)->wait();
+}
+
+void Group::all_reduce_mean_flat(const std::vector<torch::Tensor>& ts, int64_t bucket_bytes) {
+  size_t i = 0;
+  while (i < ts.size()) {
+    std::vector<torch::Tensor> bucket;
+    int64_t bytes = 0;
+    while (i < ts.size() && (bucket.empty() || bytes + ts[i].nbytes() <= static_cast<size_t>(bucket_bytes))) {
+      bytes += static_cast<int64_t>(ts[i].nbytes());
+      bucket.push_back(ts[i++]);
+    }
+    std::vector<torch::Tensor> flat;
+    for (const auto& t : bucket) flat.push_back(t.reshape({-1}));
+    torch::Tensor buf = torch::cat(flat);
+    all_reduce_mean(buf);
+    int64_t off = 0;
+    for (auto& t : bucket) {
+      const int64_t n = t.numel();
+      t.copy_(buf.slice(0, off, off + n).view_as(t));
+      off += n;
+    }
+  }
+}
+
 void Group::broadcast(torch::Tensor& t) {
   std::vector<torch::Tensor> ts{t};
   c10d::BroadcastOptions o;

@@ -38,6 +38,11 @@ class Group {
 
   // In-place sum over ranks, then divided by the world size.
   void all_reduce_mean(torch::Tensor& t);
+  // In-place sum over ranks.
+  void all_reduce_sum(torch::Tensor& t);
+  // Averages every tensor over ranks with one flattened all-reduce per
+  // bucket of about `bucket_bytes` (tensors of one dtype and device).
+  void all_reduce_mean_flat(const std::vector<torch::Tensor>& ts, int64_t bucket_bytes = 25 << 20);
   // Rank 0's values everywhere, in place.
   void broadcast(torch::Tensor& t);
 

@@ -42,14 +42,22 @@ std::vector<int> sample_policy(std::mt19937_64& rng, const std::vector<int>& can
 }
 
 std::vector<double> joint_step(quant::QuantizedNet& q, torch::optim::Optimizer& opt, const torch::Tensor& x,
-                               const torch::Tensor& y, double smoothing, const std::vector<int>& mixed, double clip) {
+                               const torch::Tensor& y, const std::vector<int>& mixed, const JointOptions& o) {
   MPQ_CHECK(mixed.size() == q.convs.size(), "joint step: a mixed policy of ", mixed.size(), " bit-widths for ",
             q.convs.size(), " searchable layers");
   q.net->train();
   opt.zero_grad();
   std::vector<double> losses;
+  torch::Tensor teacher;  // distillation: the first candidate's probabilities
   auto run = [&] {
-    torch::Tensor loss = label_smoothing_ce(q.net->forward(x), y, smoothing);
+    const torch::Tensor out = q.net->forward(x);
+    torch::Tensor loss;
+    if (teacher.defined()) {
+      loss = -(teacher * torch::log_softmax(out, -1)).sum(-1).mean();
+    } else {
+      loss = label_smoothing_ce(out, y, o.smoothing);
+      if (o.distill) teacher = torch::softmax(out.detach(), -1);
+    }
     loss.backward();  // gradients accumulate over the candidates and the mixed policy
     losses.push_back(loss.item<double>());
   };
@@ -59,7 +67,8 @@ std::vector<double> joint_step(quant::QuantizedNet& q, torch::optim::Optimizer& 
   }
   q.set_mixed(mixed);
   run();
-  clip_and_drop_zero_grads(*q.net, clip);
+  if (o.after_backward) o.after_backward();
+  clip_and_drop_zero_grads(*q.net, o.clip);
   opt.step();
   return losses;
 }

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <random>
 #include <vector>
 
@@ -33,8 +34,26 @@ std::vector<int> sample_policy(std::mt19937_64& rng, const std::vector<int>& can
 // (all layers and BN copies at that bit-width), then at `mixed` (one
 // bit-width per layer, BN copies following); clip, drop zero gradients, step.
 // Returns the losses in that order (candidates..., mixed).
+//
+// `options.distill`: in-place distillation; the first candidate learns from
+// the labels, every other forward from the first candidate's softmax
+// (detached). `options.after_backward` runs once all gradients are in, before
+// the clip (the distributed gradient all-reduce).
+struct JointOptions {
+  double smoothing = 0.1;
+  double clip = 1.0;
+  bool distill = false;
+  std::function<void()> after_backward;
+};
 std::vector<double> joint_step(quant::QuantizedNet& q, torch::optim::Optimizer& opt, const torch::Tensor& x,
-                               const torch::Tensor& y, double smoothing, const std::vector<int>& mixed,
-                               double clip = 1.0);
+                               const torch::Tensor& y, const std::vector<int>& mixed, const JointOptions& options);
+inline std::vector<double> joint_step(quant::QuantizedNet& q, torch::optim::Optimizer& opt, const torch::Tensor& x,
+                                      const torch::Tensor& y, double smoothing, const std::vector<int>& mixed,
+                                      double clip = 1.0) {
+  JointOptions o;
+  o.smoothing = smoothing;
+  o.clip = clip;
+  return joint_step(q, opt, x, y, mixed, o);
+}
 
 }  // namespace mpq::engine

@@ -7,11 +7,87 @@
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/modules/pooling.h>
 
+#include <torch/autograd.h>
+
 #include "mpq/common/error.h"
 
 namespace mpq::models {
 
 namespace nn = torch::nn;
+
+namespace {
+
+std::function<void(torch::Tensor&)>& bn_reducer() {
+  static std::function<void(torch::Tensor&)> f;
+  return f;
+}
+
+// Sum over ranks; the gradient of a sum over ranks is the sum of the ranks' gradients.
+struct AllReduceSum : torch::autograd::Function<AllReduceSum> {
+  static torch::Tensor forward(torch::autograd::AutogradContext*, const torch::Tensor& x) {
+    torch::Tensor y = x.clone();
+    bn_reducer()(y);
+    return y;
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext*, torch::autograd::variable_list g) {
+    torch::Tensor gx = g[0].clone();
+    bn_reducer()(gx);
+    return {gx};
+  }
+};
+
+}  // namespace
+
+void set_batchnorm_sync(std::function<void(torch::Tensor&)> sum_in_place) { bn_reducer() = std::move(sum_in_place); }
+bool batchnorm_sync_enabled() { return static_cast<bool>(bn_reducer()); }
+
+BatchNormImpl::BatchNormImpl(const torch::nn::BatchNormOptions& o) : options(o) { reset(); }
+
+void BatchNormImpl::reset() {
+  const int64_t c = options.num_features();
+  weight = register_parameter("weight", torch::ones({c}));
+  bias = register_parameter("bias", torch::zeros({c}));
+  running_mean = register_buffer("running_mean", torch::zeros({c}));
+  running_var = register_buffer("running_var", torch::ones({c}));
+  num_batches_tracked = register_buffer("num_batches_tracked", torch::tensor(0, torch::kLong));
+}
+
+void BatchNormImpl::reset_running_stats() {
+  torch::NoGradGuard no_grad;
+  running_mean.zero_();
+  running_var.fill_(1);
+  num_batches_tracked.zero_();
+}
+
+torch::Tensor BatchNormImpl::forward(const torch::Tensor& x) {
+  MPQ_CHECK(x.dim() == 4, "BatchNorm2d: expected a 4-d input, got ", x.dim(), " dimensions");
+  if (!is_training() || !bn_reducer()) {
+    double factor = 0;  // torch's BatchNorm: momentum, or the cumulative average when it is None
+    if (is_training()) {
+      torch::NoGradGuard no_grad;
+      num_batches_tracked += 1;
+      factor = options.momentum() ? *options.momentum() : 1.0 / num_batches_tracked.item<double>();
+    }
+    return torch::batch_norm(x, weight, bias, running_mean, running_var, is_training(), factor, options.eps(),
+                             at::globalContext().userEnabledCuDNN());
+  }
+  const int64_t c = x.size(1);
+  const torch::Tensor sums = torch::cat({x.sum({0, 2, 3}), (x * x).sum({0, 2, 3}),
+                                         torch::full({1}, static_cast<double>(x.numel() / c), x.options())});
+  const torch::Tensor g = AllReduceSum::apply(sums);
+  const double n = g[2 * c].item<double>();
+  const torch::Tensor mean = g.slice(0, 0, c) / n;
+  const torch::Tensor var = (g.slice(0, c, 2 * c) / n - mean * mean).clamp_min(0);
+  {
+    torch::NoGradGuard no_grad;
+    num_batches_tracked += 1;
+    const double m = options.momentum() ? *options.momentum() : 1.0 / num_batches_tracked.item<double>();
+    running_mean.mul_(1 - m).add_(mean.detach() * m);
+    running_var.mul_(1 - m).add_(var.detach() * (m * n / std::max(1.0, n - 1)));
+  }
+  const auto v = [c](const torch::Tensor& t) { return t.view({1, c, 1, 1}); };
+  return (x - v(mean)) * v(torch::rsqrt(var + options.eps()) * weight) + v(bias);
+}
 
 void NetImpl::replace(const Slot& slot, nn::AnyModule m) {
   slot.owner->replace_module(slot.local, m.ptr());
@@ -37,7 +113,7 @@ nn::AnyModule reg(nn::Module& owner, const std::string& name, nn::AnyModule m) {
 }
 
 nn::AnyModule bn(nn::Module& owner, const std::string& name, int64_t channels) {
-  return reg(owner, name, nn::AnyModule(nn::BatchNorm2d(channels)));
+  return reg(owner, name, nn::AnyModule(BatchNorm(channels)));
 }
 
 // torchvision's BasicBlock (expansion 1) and Bottleneck (expansion 4, stride on conv2).

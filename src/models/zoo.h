@@ -11,6 +11,8 @@
 #include <vector>
 
 #include <torch/nn/module.h>
+#include <torch/nn/cloneable.h>
+#include <torch/nn/options/batchnorm.h>
 #include <torch/nn/modules/container/any.h>
 #include <torch/types.h>
 
@@ -47,6 +49,29 @@ class NetImpl : public torch::nn::Module {
 };
 
 using Net = std::shared_ptr<NetImpl>;
+
+// The zoo's BatchNorm: torch's BatchNorm2d (same parameters, buffers and
+// names), plus SyncBatchNorm's semantics when a reducer is installed: in
+// training, the mean and variance are those of the global batch (per-channel
+// sums all-reduced, with gradients flowing back through the reduction).
+class BatchNormImpl : public torch::nn::Cloneable<BatchNormImpl> {
+ public:
+  explicit BatchNormImpl(int64_t channels) : BatchNormImpl(torch::nn::BatchNormOptions(channels)) {}
+  explicit BatchNormImpl(const torch::nn::BatchNormOptions& options);
+  void reset() override;
+  void reset_running_stats();
+  torch::Tensor forward(const torch::Tensor& x);
+
+  torch::nn::BatchNormOptions options;
+  torch::Tensor weight, bias, running_mean, running_var, num_batches_tracked;
+};
+TORCH_MODULE(BatchNorm);
+
+// Installs (or, with an empty function, removes) the in-place sum over ranks
+// every BatchNorm uses in training. A no-op reducer gives the same arithmetic
+// on one process, so one and several processes compute alike.
+void set_batchnorm_sync(std::function<void(torch::Tensor&)> sum_in_place);
+bool batchnorm_sync_enabled();
 
 // Names: resnet18, resnet50, mobilenetv1, resnet20. InputError listing the
 // known names otherwise.

@@ -11,4 +11,7 @@ namespace mpq::plugin {
 // geometry file beside OUT.
 void run_extract(const std::vector<std::string>& args);
 
+// mpq pretrain|finetune|eval CONFIG [--set key=value]...
+void run_config_command(const std::string& command, const std::vector<std::string>& args);
+
 }  // namespace mpq::plugin

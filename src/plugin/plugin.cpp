@@ -39,8 +39,11 @@ extern "C" __attribute__((visibility("default"))) int mpq_torch_plugin_run(const
       mpq::plugin::run_extract(args);
       return 0;
     }
-    return fail(resp, 1,
-                "mpq " + command + ": not available in this build yet (the training engine is not implemented)");
+    if (command == "pretrain" || command == "finetune" || command == "eval") {
+      mpq::plugin::run_config_command(command, args);
+      return 0;
+    }
+    return fail(resp, 1, "mpq " + command + ": unknown torch command (mpq and its plugin come from different builds?)");
   } catch (const mpq::Error& e) {
     return fail(resp, static_cast<int>(e.exit_code()), e.what());
   } catch (const c10::Error& e) {

@@ -56,12 +56,12 @@ torch::Tensor QLinearImpl::forward(torch::Tensor x) {
   return torch::linear(x, w, bias.defined() ? bias / factor : bias);
 }
 
-SwitchableBatchNorm2dImpl::SwitchableBatchNorm2dImpl(const torch::nn::BatchNorm2dImpl& src, const std::vector<int>& bits)
+SwitchableBatchNorm2dImpl::SwitchableBatchNorm2dImpl(const models::BatchNormImpl& src, const std::vector<int>& bits)
     : bits_(bits) {
   bns = register_module("bns", torch::nn::ModuleList());
   torch::NoGradGuard no_grad;
   for (size_t i = 0; i < bits.size(); ++i) {
-    torch::nn::BatchNorm2d b(src.options);
+    models::BatchNorm b(src.options);
     b->weight.copy_(src.weight);
     b->bias.copy_(src.bias);
     b->running_mean.copy_(src.running_mean);
@@ -114,7 +114,7 @@ QuantizedNet quantize_for_indicators(models::Net net, const std::vector<int>& ca
     if (s.is_linear) continue;  // the fc, excepted
     QConv2d qc(as_conv(s), candidates, /*clamp_scale=*/true, /*quantize_input=*/true);
     net->replace(s, torch::nn::AnyModule(qc));
-    auto* b = dynamic_cast<torch::nn::BatchNorm2dImpl*>(s.bn->ptr().get());
+    auto* b = dynamic_cast<models::BatchNormImpl*>(s.bn->ptr().get());
     MPQ_ASSERT(b != nullptr, "no float BatchNorm after ", s.name);
     SwitchableBatchNorm2d sb(*b, candidates);
     net->replace_bn(s, torch::nn::AnyModule(sb));

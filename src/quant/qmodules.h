@@ -58,14 +58,14 @@ TORCH_MODULE(QLinear);
 // of the float BatchNorm it replaces; `select` picks the one in use.
 class SwitchableBatchNorm2dImpl : public torch::nn::Module {
  public:
-  SwitchableBatchNorm2dImpl(const torch::nn::BatchNorm2dImpl& src, const std::vector<int>& bits);
+  SwitchableBatchNorm2dImpl(const models::BatchNormImpl& src, const std::vector<int>& bits);
   torch::Tensor forward(torch::Tensor x);
   void select(int bits);
   torch::nn::ModuleList bns;
 
  private:
   std::vector<int> bits_;
-  std::vector<torch::nn::BatchNorm2d> typed_;
+  std::vector<models::BatchNorm> typed_;
   int active_ = 0;
 };
 TORCH_MODULE(SwitchableBatchNorm2d);

@@ -27,7 +27,7 @@ class TinyNetImpl : public models::NetImpl {
     auto conv = [&](const char* name, int64_t in, int64_t out, int k, int s, int p) {
       return add(name, nn::AnyModule(nn::Conv2d(nn::Conv2dOptions(in, out, k).stride(s).padding(p).bias(false))));
     };
-    auto bn = [&](const char* name, int64_t c) { return add(name, nn::AnyModule(nn::BatchNorm2d(c))); };
+    auto bn = [&](const char* name, int64_t c) { return add(name, nn::AnyModule(models::BatchNorm(c))); };
     c1 = conv("conv1", 1, 8, 3, 1, 1);
     b1 = bn("bn1", 8);
     c2 = conv("conv2", 8, 16, 3, 2, 1);

@@ -20,6 +20,7 @@ enum class ExitCode : int {
   kUsage = 2,        // bad command line, config, or input file
   kInfeasible = 3,   // search: no bit assignment meets the constraints
   kTimeLimit = 4,    // search: time limit reached without any solution
+  kInterrupted = 5,  // training stopped by SIGINT/SIGTERM after saving a checkpoint
 };
 
 // Base of every error a user can cause. exit_code() says how main exits.

@@ -19,6 +19,9 @@ struct DataloaderConfig {
   bool deterministic = true;              // seeded, repeatable order and augmentation
   bool serialized = false;                // accepted for compatibility; no effect
   double val_split = 0;                   // fraction of the training set held out, [0, 1)
+  double fraction = 1;                    // train on this fraction of the training set, (0, 1]
+                                          // (stratified, fixed by the seed: indicator training needs little data)
+  bool strict = false;                    // an undecodable image stops the run instead of being skipped
 };
 
 struct QuantizerConfig {
@@ -64,6 +67,14 @@ struct Config {
   int warmup_epochs = 0, decay_epochs = 30, cooldown_epochs = 0;
   int val_cycle = 1;                  // validate every this many epochs
   int seed = 0;
+  // mpq's own keys (not in the original):
+  bool distill = false;               // pretrain: in-place distillation from the first candidate
+  bool sync_bn = false;               // BatchNorm statistics over the global batch (torch's SyncBatchNorm)
+  int checkpoint_steps = 0;           // also write last.pt every this many steps; 0: at epoch ends only
+  int bn_calib_images = 6000;         // BatchNorm recalibration before validating a quantized model
+  int dist_timeout = 300;             // seconds before a collective waiting on a lost rank fails
+  int threads = 0;                    // intra-op threads per process; 0: torch's default
+  bool pre_trained_strict = true;     // every pre_trained tensor must match the model
 };
 
 // Reads `path`, applies `overrides` ("key.path=value", value in YAML syntax)

@@ -1,0 +1,912 @@
+#include "engine/trainer.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <numeric>
+#include <memory>
+#include <optional>
+#include <random>
+#include <sstream>
+#include <thread>
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <spdlog/spdlog.h>
+#include <torch/cuda.h>
+#include <torch/optim/sgd.h>
+#include <torch/torch.h>
+
+#include "data/image_folder.h"
+#include "data/memory_loader.h"
+#include "data/prefetcher.h"
+#include "dist/dist.h"
+#include "engine/joint.h"
+#include "models/zoo.h"
+#include "mpq/common/error.h"
+#include "mpq/io/indicators.h"
+#include "mpq/io/tb_events.h"
+#include "mpq/search/geometry.h"
+#include "mpq/search/policy.h"
+#include "mpq/search/search.h"
+#include "quant/qmodules.h"
+#include "torchio/checkpoint.h"
+
+namespace mpq::engine {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+double learning_rate(const config::Config& c, int epoch) {
+  if (epoch < c.warmup_epochs) return c.warmup_lr + epoch * (c.lr - c.warmup_lr) / c.warmup_epochs;
+  if (epoch >= c.epochs) return c.min_lr;
+  return c.min_lr + 0.5 * (c.lr - c.min_lr) * (1 + std::cos(M_PI * epoch / c.epochs));
+}
+
+int total_epochs(const config::Config& c) { return c.epochs + c.cooldown_epochs; }
+
+namespace {
+
+// ------------------------------------------------------------------ signals
+
+std::atomic<int> g_signal{0};
+extern "C" void on_signal(int sig) { g_signal.store(sig); }
+
+// Installs SIGINT/SIGTERM handlers for the life of a run.
+class SignalScope {
+ public:
+  SignalScope() {
+    g_signal.store(0);
+    struct sigaction sa {};
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_int_);
+    sigaction(SIGTERM, &sa, &old_term_);
+  }
+  ~SignalScope() {
+    sigaction(SIGINT, &old_int_, nullptr);
+    sigaction(SIGTERM, &old_term_, nullptr);
+  }
+
+ private:
+  struct sigaction old_int_ {}, old_term_ {};
+};
+
+// ------------------------------------------------------------------ data
+
+// A source of batches: an epoch's order from (seed, epoch), one shard per rank.
+class Loader {
+ public:
+  virtual ~Loader() = default;
+  virtual void set_epoch(int64_t epoch) = 0;
+  virtual int64_t num_batches() const = 0;
+  virtual data::Batch batch(int64_t i) const = 0;
+};
+
+class MemorySource : public Loader {
+ public:
+  MemorySource(data::RawImages d, data::LoaderOptions o) : l_(std::move(d), std::move(o)) {}
+  void set_epoch(int64_t e) override { l_.set_epoch(e); }
+  int64_t num_batches() const override { return l_.num_batches(); }
+  data::Batch batch(int64_t i) const override { return l_.batch(i); }
+
+ private:
+  data::MemoryLoader l_;
+};
+
+// DistributedSampler order over a list of sample ids.
+std::vector<int64_t> shard_order(const std::vector<int64_t>& ids, bool shuffle, uint64_t seed, int64_t epoch, int rank,
+                                 int world) {
+  std::vector<int64_t> all = ids;
+  const auto n = static_cast<int64_t>(all.size());
+  if (shuffle) {
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(seed + static_cast<uint64_t>(epoch));
+    const torch::Tensor perm = torch::randperm(n, gen, torch::kLong);
+    for (int64_t i = 0; i < n; ++i) all[static_cast<size_t>(i)] = ids[static_cast<size_t>(perm[i].item<int64_t>())];
+  }
+  const int64_t per_rank = (n + world - 1) / world;
+  for (int64_t i = n; i < per_rank * world; ++i) all.push_back(all[static_cast<size_t>((i - n) % n)]);
+  std::vector<int64_t> out;
+  for (int64_t i = rank; i < per_rank * world; i += world) out.push_back(all[static_cast<size_t>(i)]);
+  return out;
+}
+
+class FolderSource : public Loader {
+ public:
+  FolderSource(std::shared_ptr<data::ImageFolder> f, std::vector<int64_t> ids, data::LoaderOptions o, bool strict)
+      : f_(std::move(f)), ids_(std::move(ids)), o_(std::move(o)), strict_(strict) {
+    set_epoch(0);
+  }
+  void set_epoch(int64_t e) override {
+    epoch_ = e;
+    order_ = shard_order(ids_, o_.train, o_.seed, e, o_.rank, o_.world_size);
+  }
+  int64_t num_batches() const override {
+    return (static_cast<int64_t>(order_.size()) + o_.batch_size - 1) / o_.batch_size;
+  }
+  data::Batch batch(int64_t i) const override {
+    const int64_t begin = i * o_.batch_size;
+    const int64_t end = std::min<int64_t>(static_cast<int64_t>(order_.size()), begin + o_.batch_size);
+    std::vector<int64_t> idx(order_.begin() + begin, order_.begin() + end);
+    data::FolderBatch fb = data::load_batch(*f_, idx, o_.seed + static_cast<uint64_t>(o_.rank) * 1000003, epoch_, begin,
+                                            strict_);
+    return {fb.images, fb.labels};
+  }
+
+ private:
+  std::shared_ptr<data::ImageFolder> f_;
+  std::vector<int64_t> ids_, order_;
+  data::LoaderOptions o_;
+  bool strict_;
+  int64_t epoch_ = 0;
+};
+
+// Stratified split of `labels` fixed by the seed: per class, a shuffled
+// `fraction` of its samples goes to `first`, the rest to `second`.
+void stratified_split(const std::vector<int64_t>& labels, double fraction, uint64_t seed, std::vector<int64_t>& first,
+                      std::vector<int64_t>& second) {
+  std::map<int64_t, std::vector<int64_t>> by_class;
+  for (size_t i = 0; i < labels.size(); ++i) by_class[labels[i]].push_back(static_cast<int64_t>(i));
+  std::mt19937_64 rng(seed);
+  for (auto& [label, ids] : by_class) {
+    std::shuffle(ids.begin(), ids.end(), rng);
+    const auto k = static_cast<size_t>(std::llround(fraction * static_cast<double>(ids.size())));
+    first.insert(first.end(), ids.begin(), ids.begin() + static_cast<int64_t>(k));
+    second.insert(second.end(), ids.begin() + static_cast<int64_t>(k), ids.end());
+  }
+  std::sort(first.begin(), first.end());
+  std::sort(second.begin(), second.end());
+}
+
+data::RawImages select(const data::RawImages& d, const std::vector<int64_t>& ids) {
+  data::RawImages out;
+  out.count = static_cast<int64_t>(ids.size());
+  out.channels = d.channels;
+  out.height = d.height;
+  out.width = d.width;
+  const size_t sz = static_cast<size_t>(d.channels) * d.height * d.width;
+  out.pixels.resize(ids.size() * sz);
+  for (size_t k = 0; k < ids.size(); ++k) {
+    std::copy_n(d.pixels.begin() + static_cast<int64_t>(ids[k] * sz), sz, out.pixels.begin() + static_cast<int64_t>(k * sz));
+    out.labels.push_back(d.labels[static_cast<size_t>(ids[k])]);
+  }
+  return out;
+}
+
+struct Data {
+  std::unique_ptr<Loader> train, val, calib;  // calib: training images without augmentation order, for BN
+  int channels = 1, height = 28, width = 28;
+  int64_t train_size = 0, val_size = 0;
+};
+
+// The datasets of the config: train (its `fraction`), val (the held-out
+// `val_split` of the training set, or the test split), calibration.
+Data make_data(const config::Config& c, int rank, int world) {
+  const auto& dl = c.dataloader;
+  Data d;
+  data::LoaderOptions o;
+  o.dataset = dl.dataset;
+  o.batch_size = dl.batch_size;
+  o.seed = static_cast<uint64_t>(c.seed);
+  o.rank = rank;
+  o.world_size = world;
+  const uint64_t split_seed = static_cast<uint64_t>(c.seed) + 7919;
+  if (dl.dataset == "imagenet") {
+    MPQ_CHECK(!dl.path.empty(), c.source, ": dataloader.path must name the ImageNet folder (with train/ and val/)");
+    auto train = std::make_shared<data::ImageFolder>(dl.path + "/train", data::ImageFolderOptions{true, 224, 256});
+    auto val_train = std::make_shared<data::ImageFolder>(dl.path + "/train", data::ImageFolderOptions{false, 224, 256});
+    std::vector<int64_t> labels;
+    for (int64_t i = 0; i < train->size(); ++i) labels.push_back(train->label(i));
+    std::vector<int64_t> ids, held;
+    stratified_split(labels, 1.0 - dl.val_split, split_seed, ids, held);
+    if (dl.fraction < 1) {
+      std::vector<int64_t> sub_labels, keep, rest;
+      for (int64_t i : ids) sub_labels.push_back(labels[static_cast<size_t>(i)]);
+      stratified_split(sub_labels, dl.fraction, split_seed + 1, keep, rest);
+      for (auto& k : keep) k = ids[static_cast<size_t>(k)];
+      ids = keep;
+    }
+    d.train_size = static_cast<int64_t>(ids.size());
+    d.train = std::make_unique<FolderSource>(train, ids, o, dl.strict);
+    d.calib = std::make_unique<FolderSource>(train, ids, o, dl.strict);
+    data::LoaderOptions vo = o;
+    vo.train = false;
+    if (dl.val_split > 0) {
+      d.val_size = static_cast<int64_t>(held.size());
+      d.val = std::make_unique<FolderSource>(val_train, held, vo, dl.strict);
+    } else {
+      auto val = std::make_shared<data::ImageFolder>(dl.path + "/val", data::ImageFolderOptions{false, 224, 256});
+      std::vector<int64_t> all(static_cast<size_t>(val->size()));
+      std::iota(all.begin(), all.end(), 0);
+      d.val_size = val->size();
+      d.val = std::make_unique<FolderSource>(val, all, vo, dl.strict);
+    }
+    d.channels = 3;
+    d.height = d.width = 224;
+    return d;
+  }
+  std::string path = dl.path;
+  if (path.empty()) {
+    MPQ_CHECK(dl.dataset == "fashion_mnist", c.source, ": dataloader.path must name the ", dl.dataset, " folder");
+    path = "/usr/share/datasets/fashion-mnist";
+  }
+  const bool cifar = dl.dataset == "cifar10";
+  data::RawImages train = cifar ? data::load_cifar10(path, true) : data::load_idx_split(path, true);
+  std::vector<int64_t> ids, held;
+  stratified_split(train.labels, 1.0 - dl.val_split, split_seed, ids, held);
+  if (dl.fraction < 1) {
+    std::vector<int64_t> sub_labels, keep, rest;
+    for (int64_t i : ids) sub_labels.push_back(train.labels[static_cast<size_t>(i)]);
+    stratified_split(sub_labels, dl.fraction, split_seed + 1, keep, rest);
+    for (auto& k : keep) k = ids[static_cast<size_t>(k)];
+    ids = keep;
+  }
+  data::RawImages val = dl.val_split > 0 ? select(train, held) : (cifar ? data::load_cifar10(path, false)
+                                                                          : data::load_idx_split(path, false));
+  if (ids.size() != static_cast<size_t>(train.count)) train = select(train, ids);
+  d.channels = train.channels;
+  d.height = train.height;
+  d.width = train.width;
+  d.train_size = train.count;
+  d.val_size = val.count;
+  data::LoaderOptions co = o;
+  co.train = false;  // calibration: no augmentation, a fixed order
+  d.calib = std::make_unique<MemorySource>(train, co);
+  d.train = std::make_unique<MemorySource>(std::move(train), o);
+  data::LoaderOptions vo = o;
+  vo.train = false;
+  d.val = std::make_unique<MemorySource>(std::move(val), vo);
+  return d;
+}
+
+// ------------------------------------------------------------------ model
+
+struct Model {
+  quant::QuantizedNet q;  // q.net is the network; q.convs empty in full precision
+  Mode mode = Mode::kFullPrecision;
+  std::vector<int> weight_bits, act_bits;  // finetune: the policy
+  std::string arch;
+  int channels = 1, num_classes = 10;
+};
+
+bool is_quantized_checkpoint(const torchio::StateDict& s) {
+  return std::any_of(s.begin(), s.end(), [](const auto& kv) { return kv.first.find(".quan_") != std::string::npos; });
+}
+
+void load_into(torch::nn::Module& m, const torchio::Checkpoint& ck, bool strict, const std::string& path) {
+  const torchio::LoadReport r = torchio::load_state_dict(m, ck.state, strict, path);
+  if (!r.clean()) spdlog::warn("{}: loaded with differences: {}", path, r.summary());
+}
+
+// The finetune policy: `policy` file or the weight_bits/act_bits lists.
+void policy_bits(const config::Config& c, const std::vector<std::string>& model_layers, std::vector<std::string>& names,
+                 std::vector<int>& wb, std::vector<int>& ab) {
+  if (!c.policy.empty()) {
+    const search::PolicyBits p = search::load_policy(c.policy);
+    MPQ_CHECK(p.model.empty() || p.model == c.arch || p.model == "custom", c.policy, ": a policy for model '", p.model,
+              "' but arch is '", c.arch, "'");
+    names = p.layers;
+    wb = p.weight_bits;
+    ab = p.act_bits;
+    return;
+  }
+  MPQ_CHECK(!c.weight_bits.empty(), c.source, ": finetuning needs bit-widths: policy (the file `mpq search -o` wrote) or "
+            "weight_bits/act_bits lists with one entry per searchable layer (", model_layers.size(), " for ", c.arch, ")");
+  names = model_layers;
+  wb = c.weight_bits;
+  ab = c.act_bits;
+}
+
+Model make_net(const config::Config& c, Mode mode, int channels, bool load_pretrained) {
+  Model m;
+  m.mode = mode;
+  m.arch = c.arch;
+  m.channels = channels;
+  m.num_classes = c.dataloader.num_classes;
+  models::Net net = models::make_model(c.arch, {c.dataloader.num_classes, channels});
+  std::optional<torchio::Checkpoint> ck;
+  bool quantized_ck = false;
+  if (load_pretrained && !c.pre_trained.empty()) {
+    ck = torchio::read_checkpoint(c.pre_trained);
+    quantized_ck = is_quantized_checkpoint(ck->state);
+    MPQ_CHECK(!quantized_ck || mode == Mode::kFinetune, c.pre_trained,
+              ": holds quantizer scales; start ", mode == Mode::kJoint ? "indicator training" : "full-precision training",
+              " from a full-precision checkpoint");
+    if (!quantized_ck) load_into(*net, *ck, c.pre_trained_strict, c.pre_trained);
+  }
+  std::vector<std::string> searchable;
+  const auto slots = net->slots();
+  for (size_t i = 1; i < slots.size(); ++i)
+    if (!slots[i].is_linear) searchable.push_back(slots[i].name);
+  if (mode == Mode::kJoint) {
+    MPQ_CHECK(!c.target_bits.empty(), c.source, ": target_bits must list the candidate bit-widths, e.g. [6, 5, 4, 3, 2]");
+    m.q = quant::quantize_for_indicators(net, c.target_bits);
+  } else if (mode == Mode::kFinetune) {
+    std::vector<std::string> names;
+    policy_bits(c, searchable, names, m.weight_bits, m.act_bits);
+    m.q = quant::quantize_for_finetune(net, names, m.weight_bits, m.act_bits);
+    if (quantized_ck) load_into(*net, *ck, c.pre_trained_strict, c.pre_trained);
+  } else {
+    m.q.net = net;
+  }
+  return m;
+}
+
+std::vector<quant::LsqQuantizerImpl*> quantizers(torch::nn::Module& net) {
+  std::vector<quant::LsqQuantizerImpl*> out;
+  for (const auto& mod : net.modules(/*include_self=*/false))
+    if (auto* q = dynamic_cast<quant::LsqQuantizerImpl*>(mod.get())) out.push_back(q);
+  return out;
+}
+
+std::vector<models::BatchNormImpl*> batchnorms(torch::nn::Module& net) {
+  std::vector<models::BatchNormImpl*> out;
+  for (const auto& mod : net.modules(false))
+    if (auto* b = dynamic_cast<models::BatchNormImpl*>(mod.get())) out.push_back(b);
+  return out;
+}
+
+// ------------------------------------------------------------------ run context
+
+struct Context {
+  dist::Env env;
+  std::unique_ptr<dist::Group> group;
+  torch::Device device = torch::kCPU;
+  bool rank0() const { return env.rank == 0; }
+};
+
+Context make_context(const config::Config& c) {
+  Context ctx;
+  ctx.env = dist::env_from_environment();
+  // Threads: the config's, else the machine's cores shared by the processes of this node.
+  const int hw = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  torch::set_num_threads(c.threads > 0 ? c.threads : std::max(1, hw / ctx.env.local_world_size));
+  if (torch::cuda::is_available()) ctx.device = torch::Device(torch::kCUDA, static_cast<int8_t>(ctx.env.local_rank));
+  if (ctx.env.distributed()) {
+    MPQ_CHECK_T(RuntimeError, ctx.device.is_cpu(), "distributed training on CUDA needs the NCCL backend, which this "
+                "build does not include; run one process per node or build against a CUDA LibTorch with c10d NCCL");
+    ctx.group = std::make_unique<dist::Group>(ctx.env, std::chrono::seconds(c.dist_timeout));
+    spdlog::info("rank {}/{}: joined the group at {}:{}", ctx.env.rank, ctx.env.world_size, ctx.env.master_addr,
+                 ctx.env.master_port);
+  }
+  if (!ctx.rank0()) spdlog::set_level(spdlog::level::warn);  // rank 0 logs for everyone
+  torch::manual_seed(static_cast<uint64_t>(c.seed));
+  return ctx;
+}
+
+// Wires the model into the group: rank 0's state everywhere, activation
+// scale initialisation averaged, BatchNorm synchronised when asked.
+void attach(Context& ctx, Model& m, bool sync_bn) {
+  m.q.net->to(ctx.device);
+  dist::Group* g = ctx.group.get();
+  if (g) {
+    torch::NoGradGuard no_grad;
+    for (auto& p : m.q.net->parameters()) g->broadcast(p);
+    for (auto& b : m.q.net->buffers()) g->broadcast(b);
+    for (auto* q : quantizers(*m.q.net)) q->all_reduce_mean = [g](torch::Tensor& t) { g->all_reduce_mean(t); };
+  }
+  if (sync_bn) {
+    if (g) models::set_batchnorm_sync([g](torch::Tensor& t) { g->all_reduce_sum(t); });
+    else models::set_batchnorm_sync([](torch::Tensor&) {});
+  } else {
+    models::set_batchnorm_sync({});
+  }
+}
+
+// Averages every BatchNorm's running statistics over ranks (timm's distribute_bn).
+void average_bn_stats(Context& ctx, torch::nn::Module& net) {
+  if (!ctx.group) return;
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> ts;
+  for (auto* b : batchnorms(net)) {
+    ts.push_back(b->running_mean);
+    ts.push_back(b->running_var);
+  }
+  if (!ts.empty()) ctx.group->all_reduce_mean_flat(ts);
+}
+
+// ------------------------------------------------------------------ metrics
+
+struct Meter {
+  double loss_sum = 0, correct1 = 0, correct5 = 0, count = 0;
+  void add(const torch::Tensor& logits, const torch::Tensor& labels, double loss) {
+    torch::NoGradGuard no_grad;
+    const int64_t k = std::min<int64_t>(5, logits.size(1));
+    const torch::Tensor top = std::get<1>(logits.topk(k, 1));
+    const torch::Tensor hit = top.eq(labels.unsqueeze(1));
+    const auto n = static_cast<double>(labels.size(0));
+    correct1 += hit.select(1, 0).sum().item<double>();
+    correct5 += hit.any(1).sum().item<double>();
+    loss_sum += loss * n;
+    count += n;
+  }
+  void reduce(Context& ctx) {
+    if (!ctx.group) return;
+    torch::Tensor t = torch::tensor({loss_sum, correct1, correct5, count}, torch::kDouble);
+    ctx.group->all_reduce_sum(t);
+    loss_sum = t[0].item<double>();
+    correct1 = t[1].item<double>();
+    correct5 = t[2].item<double>();
+    count = t[3].item<double>();
+  }
+  double loss() const { return count > 0 ? loss_sum / count : 0; }
+  double top1() const { return count > 0 ? 100 * correct1 / count : 0; }
+  double top5() const { return count > 0 ? 100 * correct5 / count : 0; }
+};
+
+std::string fmt_duration(double s) {
+  const auto t = static_cast<int64_t>(std::max(0.0, s));
+  char buf[32];
+  if (t >= 3600) std::snprintf(buf, sizeof buf, "%ld:%02ld:%02ld", static_cast<long>(t / 3600),
+                               static_cast<long>(t / 60 % 60), static_cast<long>(t % 60));
+  else std::snprintf(buf, sizeof buf, "%ld:%02ld", static_cast<long>(t / 60), static_cast<long>(t % 60));
+  return buf;
+}
+
+// Progress on stderr: a live line on a terminal, a log line every
+// `print_freq` steps otherwise.
+class Progress {
+ public:
+  Progress(bool enabled, int print_freq, int64_t total_steps)
+      : on_(enabled), tty_(enabled && ::isatty(2)), freq_(print_freq), total_(total_steps), start_(Clock::now()) {}
+  void step(int epoch, int epochs, int64_t batch, int64_t batches, const Meter& m, double lr, double images) {
+    ++done_;
+    images_ += images;
+    if (!on_) return;
+    const bool last = batch + 1 == batches;
+    if (!tty_ && (batch + 1) % freq_ != 0 && !last) return;
+    const double el = std::chrono::duration<double>(Clock::now() - start_).count();
+    const double ips = el > 0 ? images_ / el : 0;
+    const double eta = done_ > 0 ? el / static_cast<double>(done_) * static_cast<double>(total_ - done_) : 0;
+    char line[256];
+    std::snprintf(line, sizeof line, "epoch %d/%d step %ld/%ld loss %.4f top1 %.2f lr %.3g %.0f img/s ETA %s", epoch + 1,
+                  epochs, static_cast<long>(batch + 1), static_cast<long>(batches), m.loss(), m.top1(), lr, ips,
+                  fmt_duration(eta).c_str());
+    if (tty_) {
+      std::fprintf(stderr, "\r%s\x1b[K%s", line, last ? "\n" : "");
+      std::fflush(stderr);
+    } else {
+      spdlog::info("{}", line);
+    }
+  }
+  void clear() {
+    if (tty_) std::fprintf(stderr, "\r\x1b[K");
+  }
+
+ private:
+  bool on_, tty_;
+  int freq_;
+  int64_t total_, done_ = 0;
+  double images_ = 0;
+  Clock::time_point start_;
+};
+
+// ------------------------------------------------------------------ evaluation
+
+Meter validate(Context& ctx, Model& m, Loader& val, double smoothing) {
+  torch::NoGradGuard no_grad;
+  m.q.net->eval();
+  Meter meter;
+  val.set_epoch(0);
+  for (int64_t i = 0; i < val.num_batches(); ++i) {
+    data::Batch b = val.batch(i);
+    const torch::Tensor x = b.images.to(ctx.device), y = b.labels.to(ctx.device);
+    const torch::Tensor out = m.q.net->forward(x);
+    meter.add(out, y, label_smoothing_ce(out, y, smoothing).item<double>());
+  }
+  meter.reduce(ctx);
+  m.q.net->train();
+  return meter;
+}
+
+// SPEC §5: reset running statistics, cumulative average, training-mode
+// forwards without gradients over about `images` training images (this
+// rank's share), then averaged over ranks.
+void recalibrate_bn(Context& ctx, Model& m, Loader& calib, int images) {
+  if (images <= 0) return;
+  torch::NoGradGuard no_grad;
+  auto bns = batchnorms(*m.q.net);
+  std::vector<c10::optional<double>> momenta;
+  for (auto* b : bns) {
+    momenta.push_back(b->options.momentum());
+    b->reset_running_stats();
+    b->options.momentum(c10::nullopt);
+  }
+  const bool sync = models::batchnorm_sync_enabled();
+  if (sync) models::set_batchnorm_sync({});  // recalibration is per rank, then averaged
+  m.q.net->train();
+  calib.set_epoch(0);
+  int64_t seen = 0;
+  const int64_t share = (images + ctx.env.world_size - 1) / ctx.env.world_size;
+  for (int64_t i = 0; i < calib.num_batches() && seen < share; ++i) {
+    data::Batch b = calib.batch(i);
+    m.q.net->forward(b.images.to(ctx.device));
+    seen += b.images.size(0);
+  }
+  for (size_t k = 0; k < bns.size(); ++k) bns[k]->options.momentum(momenta[k]);
+  if (sync && ctx.group) {
+    dist::Group* g = ctx.group.get();
+    models::set_batchnorm_sync([g](torch::Tensor& t) { g->all_reduce_sum(t); });
+  } else if (sync) {
+    models::set_batchnorm_sync([](torch::Tensor&) {});
+  }
+  average_bn_stats(ctx, *m.q.net);
+}
+
+// Size and BitOPs of the model as the search reports them (SPEC §4).
+search::Report size_report(const Model& m, int height, int width) {
+  search::InputShape in{height, width, m.channels, m.num_classes};
+  const search::ModelGeometry g = search::zoo_geometry(m.arch, in);
+  search::SearchProblem p;
+  for (const auto* l : g.searchable()) {
+    p.names.push_back(l->name);
+    p.params.push_back(l->params);
+    p.macs.push_back(l->original_macs);
+  }
+  p.excepted_params = g.excepted_params();
+  p.excepted_macs = g.excepted_macs(true);
+  if (m.mode == Mode::kFinetune) return search::make_report(p, m.weight_bits, m.act_bits);
+  // Full precision: every layer at 32 bits.
+  search::Report r;
+  double macs = static_cast<double>(p.excepted_macs);
+  for (auto x : p.macs) macs += static_cast<double>(x);
+  r.avg_weight_bits = r.avg_act_bits = 32;
+  r.compression_ratio = 1;
+  r.fp_size_mb = r.size_mb = 32.0 * static_cast<double>(g.total_params()) / (1024.0 * 1024.0 * 8.0);
+  r.gbitops = macs * 32 * 32 / 1e9;
+  return r;
+}
+
+// ------------------------------------------------------------------ checkpoints
+
+struct Position {
+  int epoch = 0;        // the epoch to run
+  int64_t batch = 0;    // the next batch of it
+  int64_t step = 0;     // optimizer steps so far
+  double best_top1 = -1;
+  int best_epoch = -1;
+  Meter meter;          // the running epoch's training metrics (this rank's)
+  std::string rng;      // the mixed-policy generator
+};
+
+std::string param_key(const torch::Tensor& p) { return c10::guts::to_string(p.unsafeGetTensorImpl()); }
+
+const char* mode_name(Mode m) {
+  switch (m) {
+    case Mode::kJoint: return "pretrain";
+    case Mode::kFinetune: return "finetune";
+    default: return "fp";
+  }
+}
+
+void save(const std::string& path, const config::Config& c, Model& m, torch::optim::SGD& opt, const Position& pos) {
+  c10::Dict<std::string, torch::Tensor> state, momentum;
+  for (const auto& kv : m.q.net->named_parameters()) state.insert(kv.key(), kv.value().detach().cpu().contiguous());
+  for (const auto& kv : m.q.net->named_buffers()) state.insert(kv.key(), kv.value().detach().cpu().contiguous());
+  auto& st = opt.state();
+  for (const auto& kv : m.q.net->named_parameters()) {
+    auto it = st.find(param_key(kv.value()));
+    if (it == st.end()) continue;
+    const auto& s = static_cast<const torch::optim::SGDParamState&>(*it->second);
+    if (s.momentum_buffer().defined()) momentum.insert(kv.key(), s.momentum_buffer().detach().cpu().contiguous());
+  }
+  c10::List<int64_t> bits;
+  for (int b : m.q.candidates) bits.push_back(b);
+  c10::List<double> meter({pos.meter.loss_sum, pos.meter.correct1, pos.meter.correct5, pos.meter.count});
+  std::vector<std::pair<std::string, c10::IValue>> meta = {
+      {"format", std::string("mpq-checkpoint-1")},
+      {"arch", m.arch},
+      {"mode", std::string(mode_name(m.mode))},
+      {"epoch", static_cast<int64_t>(pos.epoch)},
+      {"batch", pos.batch},
+      {"step", pos.step},
+      {"best_top1", pos.best_top1},
+      {"best_epoch", static_cast<int64_t>(pos.best_epoch)},
+      {"meter", meter},
+      {"rng", pos.rng},
+      {"config", config::to_yaml(c)},
+      {"state_dict", state},
+      {"optimizer", momentum}};
+  if (m.mode == Mode::kJoint) meta.emplace_back("candidate_bits", bits);
+  torchio::save_checkpoint(path, {}, meta);
+}
+
+Position restore(const std::string& path, Model& m, torch::optim::SGD& opt, Context& ctx) {
+  const torchio::Checkpoint ck = torchio::read_checkpoint(path);
+  const pickle::Value* fmt = ck.root.find("format");
+  MPQ_CHECK(fmt && fmt->kind() == pickle::Value::Kind::kStr && fmt->as_str() == "mpq-checkpoint-1", path,
+            ": not an mpq training checkpoint (resume.path takes last.pt or best.pt of an mpq run; for weights, use "
+            "pre_trained)");
+  const pickle::Value* mode = ck.root.find("mode");
+  MPQ_CHECK(mode && mode->as_str() == mode_name(m.mode), path, ": a checkpoint of an mpq ",
+            mode ? mode->as_str() : "?", " run, but this run is ", mode_name(m.mode));
+  torchio::load_state_dict(*m.q.net, ck.state, /*strict=*/true, path);
+  const auto get_int = [&](const char* k) {
+    const pickle::Value* v = ck.root.find(k);
+    MPQ_CHECK(v && v->kind() == pickle::Value::Kind::kInt, path, ": missing or malformed '", k, "'");
+    return v->as_int();
+  };
+  Position pos;
+  pos.epoch = static_cast<int>(get_int("epoch"));
+  pos.batch = get_int("batch");
+  pos.step = get_int("step");
+  pos.best_epoch = static_cast<int>(get_int("best_epoch"));
+  if (const pickle::Value* v = ck.root.find("best_top1")) pos.best_top1 = v->as_double();
+  if (const pickle::Value* v = ck.root.find("rng")) pos.rng = v->as_str();
+  if (const pickle::Value* v = ck.root.find("meter"); v && v->items().size() == 4) {
+    pos.meter.loss_sum = v->items()[0].as_double();
+    pos.meter.correct1 = v->items()[1].as_double();
+    pos.meter.correct5 = v->items()[2].as_double();
+    pos.meter.count = v->items()[3].as_double();
+  }
+  std::map<std::string, torch::Tensor> momentum;
+  if (const pickle::Value* o = ck.root.find("optimizer"); o && o->kind() == pickle::Value::Kind::kDict)
+    for (const auto& [k, v] : o->dict_items()) momentum[k.as_str()] = torchio::as_tensor(v, path + ": optimizer." + k.as_str());
+  auto& st = opt.state();
+  st.clear();
+  for (const auto& kv : m.q.net->named_parameters()) {
+    auto it = momentum.find(kv.key());
+    if (it == momentum.end()) continue;
+    MPQ_CHECK(it->second.sizes() == kv.value().sizes(), path, ": optimizer state of ", kv.key(), " has the wrong shape");
+    auto s = std::make_unique<torch::optim::SGDParamState>();
+    s->momentum_buffer(it->second.to(ctx.device, kv.value().scalar_type()).clone());
+    st[param_key(kv.value())] = std::move(s);
+  }
+  return pos;
+}
+
+// ------------------------------------------------------------------ run folder files
+
+class RunFiles {
+ public:
+  RunFiles(const config::Config& c, bool rank0) : dir_(c.output_dir + "/" + c.name), on_(rank0) {
+    if (!on_) return;
+    std::error_code ec;
+    fs::create_directories(dir_, ec);
+    MPQ_CHECK_T(RuntimeError, !ec, dir_, ": cannot create the run folder (", ec.message(), ")");
+    io::write_file_atomic(dir_ + "/config.yaml", config::to_yaml(c));
+    const std::string csv = dir_ + "/metrics.csv";
+    const bool fresh = !fs::exists(csv);
+    csv_.open(csv, std::ios::app);
+    MPQ_CHECK_T(RuntimeError, csv_.good(), csv, ": cannot write the metrics file");
+    if (fresh)
+      csv_ << "epoch,lr,train_loss,train_top1,train_top5,val_loss,val_top1,val_top5,images_per_s,seconds\n";
+    tb_ = std::make_unique<io::TensorBoardWriter>(dir_);
+  }
+  const std::string& dir() const { return dir_; }
+  void epoch(int e, double lr, const Meter& t, const std::optional<Meter>& v, double ips, double secs) {
+    if (!on_) return;
+    char line[512];
+    char val[128] = ",,";
+    if (v) std::snprintf(val, sizeof val, "%.6f,%.4f,%.4f", v->loss(), v->top1(), v->top5());
+    std::snprintf(line, sizeof line, "%d,%.8g,%.6f,%.4f,%.4f,%s,%.1f,%.2f\n", e, lr, t.loss(), t.top1(), t.top5(), val,
+                  ips, secs);
+    csv_ << line;
+    csv_.flush();
+    tb_->scalar("train/loss", t.loss(), e);
+    tb_->scalar("train/top1", t.top1(), e);
+    tb_->scalar("train/top5", t.top5(), e);
+    tb_->scalar("lr", lr, e);
+    tb_->scalar("train/images_per_s", ips, e);
+    if (v) {
+      tb_->scalar("val/loss", v->loss(), e);
+      tb_->scalar("val/top1", v->top1(), e);
+      tb_->scalar("val/top5", v->top5(), e);
+    }
+    tb_->flush();
+  }
+
+ private:
+  std::string dir_;
+  bool on_;
+  std::ofstream csv_;
+  std::unique_ptr<io::TensorBoardWriter> tb_;
+};
+
+void set_lr(torch::optim::SGD& opt, double lr) {
+  for (auto& g : opt.param_groups()) static_cast<torch::optim::SGDOptions&>(g.options()).lr(lr);
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------ train
+
+void train(const config::Config& c, Mode mode) {
+  Context ctx = make_context(c);
+  const int world = ctx.env.world_size;
+  RunFiles files(c, ctx.rank0());
+  const std::string last = files.dir() + "/last.pt", best = files.dir() + "/best.pt";
+  std::string resume = c.resume_path;
+  if (resume == "auto") resume = fs::exists(last) ? last : "";
+  Data data = make_data(c, ctx.env.rank, world);
+  Model m = make_net(c, mode, data.channels, /*load_pretrained=*/resume.empty());
+  auto opt = make_sgd(*m.q.net, c.lr, c.momentum, c.weight_decay);
+  Position pos;
+  if (!resume.empty()) {
+    m.q.net->to(ctx.device);
+    pos = restore(resume, m, *opt, ctx);
+    spdlog::info("resumed from {}: epoch {}, batch {}, step {}", resume, pos.epoch + 1, pos.batch, pos.step);
+  }
+  attach(ctx, m, c.sync_bn);
+  std::mt19937_64 policy_rng(static_cast<uint64_t>(c.seed) * 2654435761u + 1);
+  if (!pos.rng.empty()) {
+    std::istringstream in(pos.rng);
+    in >> policy_rng;
+    MPQ_CHECK(!in.fail(), resume, ": malformed generator state");
+  }
+  const int epochs = total_epochs(c);
+  const int64_t nb = data.train->num_batches();
+  MPQ_CHECK(nb > 0, c.source, ": no training batches");
+  spdlog::info("{} {}: {} training images ({} per rank), {} validation images, batch {} x {} rank(s), {} epochs, "
+               "device {}, {} threads",
+               mode_name(mode), c.arch, data.train_size, data.train_size / world, data.val_size,
+               c.dataloader.batch_size, world, epochs, ctx.device.str(), torch::get_num_threads());
+  if (mode == Mode::kFinetune) {
+    std::string bits;
+    for (size_t i = 0; i < m.weight_bits.size(); ++i)
+      bits += (i ? " " : "") + std::to_string(m.weight_bits[i]) + "/" + std::to_string(m.act_bits[i]);
+    spdlog::info("policy (W/A per searchable layer): {}", bits);
+  }
+  SignalScope signals;
+  const int64_t total_steps = static_cast<int64_t>(epochs - pos.epoch) * nb - pos.batch;
+  Progress progress(ctx.rank0(), c.print_freq, std::max<int64_t>(total_steps, 1));
+  std::vector<torch::Tensor> params = m.q.net->parameters();
+  auto all_reduce_grads = [&] {
+    if (!ctx.group) return;
+    std::vector<torch::Tensor> grads;
+    for (auto& p : params)
+      if (p.grad().defined()) grads.push_back(p.mutable_grad());
+    ctx.group->all_reduce_mean_flat(grads);
+  };
+  JointOptions jo;
+  jo.smoothing = c.smoothing;
+  jo.distill = c.distill;
+  jo.after_backward = all_reduce_grads;
+  auto checkpoint = [&](const std::string& path) {
+    if (!ctx.rank0()) return;
+    std::ostringstream rng;
+    rng << policy_rng;
+    pos.rng = rng.str();
+    save(path, c, m, *opt, pos);
+  };
+  for (; pos.epoch < epochs; ++pos.epoch, pos.batch = 0, pos.meter = Meter{}) {
+    const double lr = learning_rate(c, pos.epoch);
+    set_lr(*opt, lr);
+    data.train->set_epoch(pos.epoch);
+    m.q.net->train();
+    const auto t0 = Clock::now();
+    double images = 0;
+    data::Prefetcher<data::Batch> pf([&](int64_t i) { return data.train->batch(i); }, pos.batch, nb,
+                                     c.dataloader.workers, 2 * c.dataloader.workers + 2);
+    for (; pos.batch < nb; ++pos.batch) {
+      data::Batch b = pf.next();
+      const torch::Tensor x = b.images.to(ctx.device), y = b.labels.to(ctx.device);
+      double loss = 0;
+      bool finite = true;
+      if (mode == Mode::kJoint) {
+        const std::vector<int> mixed = sample_policy(policy_rng, m.q.candidates, m.q.convs.size());
+        const std::vector<double> losses = joint_step(m.q, *opt, x, y, mixed, jo);
+        for (double l : losses) finite = finite && std::isfinite(l);
+        loss = losses.back();
+        // the metrics of the mixed policy's forward are not kept; score the top candidate's loss
+        torch::NoGradGuard no_grad;
+        pos.meter.loss_sum += losses.front() * static_cast<double>(y.size(0));
+        pos.meter.count += static_cast<double>(y.size(0));
+      } else {
+        opt->zero_grad();
+        const torch::Tensor out = m.q.net->forward(x);
+        const torch::Tensor l = label_smoothing_ce(out, y, c.smoothing);
+        l.backward();
+        all_reduce_grads();
+        loss = l.item<double>();
+        finite = std::isfinite(loss);
+        if (finite) opt->step();
+        pos.meter.add(out.detach(), y, loss);
+      }
+      // Agree across ranks on stopping: a signal or a non-finite loss anywhere stops everyone.
+      int flags = (g_signal.load() ? 1 : 0) | (finite ? 0 : 2);
+      if (ctx.group) {
+        torch::Tensor f = torch::tensor({static_cast<double>(flags & 1), static_cast<double>(flags >> 1)}, torch::kDouble);
+        ctx.group->all_reduce_sum(f);
+        flags = (f[0].item<double>() > 0 ? 1 : 0) | (f[1].item<double>() > 0 ? 2 : 0);
+      }
+      if (flags & 2) {
+        progress.clear();
+        throw RuntimeError(detail::concat("training diverged: non-finite loss at epoch ", pos.epoch + 1, ", step ",
+                                          pos.batch + 1, " (global step ", pos.step + 1, "); the last good checkpoint is ",
+                                          fs::exists(last) ? last : std::string("none yet"),
+                                          " (lower lr, or resume from it with resume.path)"));
+      }
+      ++pos.step;
+      images += static_cast<double>(y.size(0)) * world;
+      progress.step(pos.epoch, epochs, pos.batch, nb, pos.meter, lr, static_cast<double>(y.size(0)) * world);
+      if (flags & 1) {
+        ++pos.batch;
+        progress.clear();
+        checkpoint(last);
+        throw Error(detail::concat("interrupted by ", g_signal.load() == SIGTERM ? "SIGTERM" : "a signal",
+                                   "; saved ", last, " (epoch ", pos.epoch + 1, ", step ", pos.batch,
+                                   "); continue with --set resume.path=auto"),
+                    ExitCode::kInterrupted);
+      }
+      if (c.checkpoint_steps > 0 && pos.step % c.checkpoint_steps == 0 && pos.batch + 1 < nb) {
+        ++pos.batch;
+        checkpoint(last);
+        --pos.batch;
+      }
+    }
+    const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+    average_bn_stats(ctx, *m.q.net);
+    pos.meter.reduce(ctx);
+    const Meter train_meter = pos.meter;
+    std::optional<Meter> val;
+    if ((pos.epoch + 1) % c.val_cycle == 0 || pos.epoch + 1 == epochs) {
+      if (mode == Mode::kFinetune) recalibrate_bn(ctx, m, *data.calib, c.bn_calib_images);
+      if (mode == Mode::kJoint) m.q.set_uniform(m.q.candidates.front());
+      val = validate(ctx, m, *data.val, c.smoothing);
+      spdlog::info("epoch {}/{}: train loss {:.4f} top1 {:.2f} | val loss {:.4f} top1 {:.2f} top5 {:.2f}{} | {:.0f} img/s, "
+                   "{}", pos.epoch + 1, epochs, train_meter.loss(), train_meter.top1(), val->loss(), val->top1(),
+                   val->top5(), mode == Mode::kJoint ? " (at the top candidate)" : "", images / secs,
+                   fmt_duration(secs));
+    }
+    files.epoch(pos.epoch, lr, train_meter, val, images / secs, secs);
+    const bool is_best = val && val->top1() > pos.best_top1;
+    if (is_best) {
+      pos.best_top1 = val->top1();
+      pos.best_epoch = pos.epoch;
+    }
+    // The checkpoint of a finished epoch points at the next one.
+    ++pos.epoch;
+    pos.batch = 0;
+    pos.meter = Meter{};
+    checkpoint(last);
+    if (is_best && ctx.rank0()) {
+      std::error_code ec;
+      fs::copy_file(last, best + ".tmp", fs::copy_options::overwrite_existing, ec);
+      if (!ec) fs::rename(best + ".tmp", best, ec);
+      MPQ_CHECK_T(RuntimeError, !ec, best, ": cannot write (", ec.message(), ")");
+    }
+    --pos.epoch;
+  }
+  models::set_batchnorm_sync({});
+  if (pos.best_epoch >= 0)
+    spdlog::info("done: best val top1 {:.2f} at epoch {}; checkpoints in {}", pos.best_top1, pos.best_epoch + 1,
+                 files.dir());
+}
+
+// ------------------------------------------------------------------ eval
+
+void evaluate(const config::Config& c) {
+  Context ctx = make_context(c);
+  Data data = make_data(c, ctx.env.rank, ctx.env.world_size);
+  const Mode mode = c.fp_model ? Mode::kFullPrecision : Mode::kFinetune;
+  std::string weights = c.resume_path.empty() ? c.pre_trained : c.resume_path;
+  MPQ_CHECK(!weights.empty(), c.source, ": eval needs weights: pre_trained (a checkpoint, e.g. best.pt of a finetune run)");
+  config::Config cw = c;
+  cw.pre_trained = weights;
+  Model m = make_net(cw, mode, data.channels, /*load_pretrained=*/true);
+  attach(ctx, m, false);
+  const auto t0 = Clock::now();
+  const bool quantized = mode == Mode::kFinetune;
+  if (quantized) recalibrate_bn(ctx, m, *data.calib, c.bn_calib_images);
+  const Meter v = validate(ctx, m, *data.val, c.smoothing);
+  const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+  const search::Report r = size_report(m, data.height, data.width);
+  if (!ctx.rank0()) return;
+  std::printf("model: %s\nweights: %s\nimages: %ld\nbn_recalibrated: %s\ntop1: %.4f\ntop5: %.4f\nloss: %.6f\n"
+              "avg_weight_bits: %.4f\navg_act_bits: %.4f\nsize_mb: %.6f\nfp_size_mb: %.6f\ncompression_ratio: %.4f\n"
+              "gbitops: %.6f\nseconds: %.2f\n",
+              c.arch.c_str(), weights.c_str(), static_cast<long>(v.count), quantized ? "true" : "false", v.top1(),
+              v.top5(), v.loss(), r.avg_weight_bits, r.avg_act_bits, r.size_mb, r.fp_size_mb, r.compression_ratio,
+              r.gbitops, secs);
+  std::fflush(stdout);
+}
+
+}  // namespace mpq::engine

@@ -1,0 +1,24 @@
+// mpq pretrain, finetune and eval: the config, then the training engine.
+#include "engine/trainer.h"
+#include "mpq/common/error.h"
+#include "mpq/config/config.h"
+#include "plugin/commands.h"
+
+namespace mpq::plugin {
+
+void run_config_command(const std::string& command, const std::vector<std::string>& args) {
+  MPQ_ASSERT(!args.empty(), "the command line should have been validated");
+  std::vector<std::string> sets;
+  for (size_t i = 1; i + 1 < args.size(); i += 2) sets.push_back(args[i + 1]);
+  const config::Config c = config::load_config(args[0], sets);
+  if (command == "eval" || c.eval) {
+    engine::evaluate(c);
+  } else if (command == "pretrain") {
+    MPQ_CHECK(!c.fp_model, c.source, ": fp_model: true trains a full-precision model; run it with `mpq finetune`");
+    engine::train(c, engine::Mode::kJoint);
+  } else {
+    engine::train(c, c.fp_model ? engine::Mode::kFullPrecision : engine::Mode::kFinetune);
+  }
+}
+
+}  // namespace mpq::plugin
