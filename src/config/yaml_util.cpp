@@ -1,6 +1,7 @@
 #include "config/yaml_util.h"
 
 #include <algorithm>
+#include <map>
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
@@ -61,8 +62,13 @@ std::string close_match(const std::string& word, const std::vector<std::string>&
 void check_keys(const std::string& file, const YAML::Node& map, const std::string& path,
                 const std::vector<std::string>& known) {
   MPQ_CHECK(map.IsMap(), where(file, map), ": ", path.empty() ? "the document" : path, " must be a mapping");
+  std::map<std::string, YAML::Node> seen;  // yaml-cpp keeps the first of duplicate keys silently
   for (const auto& kv : map) {
     const std::string key = kv.first.Scalar();
+    if (auto it = seen.find(key); it != seen.end())
+      throw InputError(where(file, kv.first) + ": duplicate key '" + (path.empty() ? "" : path + ".") + key +
+                       "' (first at " + where(file, it->second) + ")");
+    seen.emplace(key, kv.first);
     if (std::find(known.begin(), known.end(), key) != known.end()) continue;
     const std::string hint = close_match(key, known);
     throw InputError(where(file, kv.first) + ": unknown key '" + (path.empty() ? "" : path + ".") + key + "'" +

@@ -180,6 +180,11 @@ data::RawImages select(const data::RawImages& d, const std::vector<int64_t>& ids
   return out;
 }
 
+int input_channels(const config::Config& c) {
+  const std::string& d = c.dataloader.dataset;
+  return d == "fashion_mnist" || d == "mnist" ? 1 : 3;
+}
+
 struct Data {
   std::unique_ptr<Loader> train, val, calib;  // calib: training images without augmentation order, for BN
   int channels = 1, height = 28, width = 28;
@@ -274,6 +279,7 @@ struct Model {
   std::vector<int> weight_bits, act_bits;  // finetune: the policy
   std::string arch;
   int channels = 1, num_classes = 10;
+  int64_t input_size = 0;  // image side, recorded so extract writes the right geometry
 };
 
 bool is_quantized_checkpoint(const torchio::StateDict& s) {
@@ -612,6 +618,7 @@ void save(const std::string& path, const config::Config& c, Model& m, torch::opt
       {"meter", meter},
       {"rng", pos.rng},
       {"config", config::to_yaml(c)},
+      {"input_size", m.input_size},
       {"state_dict", state},
       {"optimizer", momentum}};
   if (m.mode == Mode::kJoint) meta.emplace_back("candidate_bits", bits);
@@ -725,8 +732,10 @@ void train(const config::Config& c, Mode mode) {
   const std::string last = files.dir() + "/last.pt", best = files.dir() + "/best.pt";
   std::string resume = c.resume_path;
   if (resume == "auto") resume = fs::exists(last) ? last : "";
+  // The model first (cheap, and where most config mistakes show), then the data.
+  Model m = make_net(c, mode, input_channels(c), /*load_pretrained=*/resume.empty());
   Data data = make_data(c, ctx.env.rank, world);
-  Model m = make_net(c, mode, data.channels, /*load_pretrained=*/resume.empty());
+  m.input_size = data.height;
   auto opt = make_sgd(*m.q.net, c.lr, c.momentum, c.weight_decay);
   Position pos;
   if (!resume.empty()) {
@@ -819,10 +828,11 @@ void train(const config::Config& c, Mode mode) {
       }
       if (flags & 2) {
         progress.clear();
-        throw RuntimeError(detail::concat("training diverged: non-finite loss at epoch ", pos.epoch + 1, ", step ",
-                                          pos.batch + 1, " (global step ", pos.step + 1, "); the last good checkpoint is ",
-                                          fs::exists(last) ? last : std::string("none yet"),
-                                          " (lower lr, or resume from it with resume.path)"));
+        const bool have = fs::exists(last);
+        throw RuntimeError(detail::concat(
+            "training diverged: non-finite loss at epoch ", pos.epoch + 1, ", step ", pos.batch + 1, " (global step ",
+            pos.step + 1, "); ", have ? "the last good checkpoint is " + last : std::string("no checkpoint was written yet"),
+            " (lower lr", have ? ", and resume from it with resume.path" : "", ")"));
       }
       ++pos.step;
       images += static_cast<double>(y.size(0)) * world;
@@ -885,13 +895,13 @@ void train(const config::Config& c, Mode mode) {
 
 void evaluate(const config::Config& c) {
   Context ctx = make_context(c);
-  Data data = make_data(c, ctx.env.rank, ctx.env.world_size);
   const Mode mode = c.fp_model ? Mode::kFullPrecision : Mode::kFinetune;
   std::string weights = c.resume_path.empty() ? c.pre_trained : c.resume_path;
   MPQ_CHECK(!weights.empty(), c.source, ": eval needs weights: pre_trained (a checkpoint, e.g. best.pt of a finetune run)");
   config::Config cw = c;
   cw.pre_trained = weights;
-  Model m = make_net(cw, mode, data.channels, /*load_pretrained=*/true);
+  Model m = make_net(cw, mode, input_channels(c), /*load_pretrained=*/true);
+  Data data = make_data(c, ctx.env.rank, ctx.env.world_size);
   attach(ctx, m, false);
   const auto t0 = Clock::now();
   const bool quantized = mode == Mode::kFinetune;

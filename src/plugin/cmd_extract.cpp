@@ -57,7 +57,10 @@ void write_geometry(const torchio::Checkpoint& ck, const std::vector<std::string
   }
   const std::string name = arch->as_str();
   search::InputShape in;
-  in.height = in.width = input_size > 0 ? input_size : (name == "resnet20" ? 32 : 224);
+  int side = name == "resnet20" ? 32 : 224;
+  if (const pickle::Value* s = ck.root.find("input_size"); s && s->kind() == pickle::Value::Kind::kInt && s->as_int() > 0)
+    side = static_cast<int>(s->as_int());  // mpq checkpoints record the size they were trained at
+  in.height = in.width = input_size > 0 ? input_size : side;
   for (const auto& [k, t] : ck.state) {
     if ((k == "conv1.weight" || k == "first_conv.0.weight") && t.dim() == 4) in.channels = static_cast<int>(t.size(1));
     if (k == "fc.weight" && t.dim() == 2) in.num_classes = static_cast<int>(t.size(0));

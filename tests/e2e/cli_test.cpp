@@ -170,13 +170,19 @@ TEST(Cli, ConfigsAreValidatedBeforeTorchLoads) {
   EXPECT_NE(s.err.find("unknown key 'epochz' (did you mean 'epochs'?)"), std::string::npos) << s.err;
 }
 
-TEST(Cli, TorchCommandsNotYetAvailableSaySo) {
+TEST(Cli, TorchCommandsCheckTheirConfigBeforeTouchingData) {
   mpq::test::TempDir dir;
-  mpq::test::write_all(dir.file("c.yaml"), "name: x\n");
+  mpq::test::write_all(dir.file("c.yaml"), "name: x\noutput_dir: " + dir.file("out") + "\n");
   const Result r = mpq_run("pretrain " + dir.file("c.yaml"));
-  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.code, 2);
   EXPECT_EQ(lines(r.err), 1) << r.err;
-  EXPECT_NE(r.err.find("not available in this build"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("target_bits must list the candidate bit-widths"), std::string::npos) << r.err;
+  const Result f = mpq_run("finetune " + dir.file("c.yaml"));
+  EXPECT_EQ(f.code, 2);
+  EXPECT_NE(f.err.find("finetuning needs bit-widths"), std::string::npos) << f.err;
+  const Result e = mpq_run("eval " + dir.file("c.yaml"));
+  EXPECT_EQ(e.code, 2);
+  EXPECT_NE(e.err.find("eval needs weights"), std::string::npos) << e.err;
 }
 
 TEST(Cli, ExtractGivesTheOriginalsIndicators) {

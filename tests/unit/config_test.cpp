@@ -97,3 +97,14 @@ TEST(Config, EveryExampleParses) {
   ::closedir(d);
   EXPECT_GE(n, 2);
 }
+
+TEST(Config, DuplicateKeysAreErrors) {
+  mpq::test::TempDir dir;
+  mpq::test::write_all(dir.file("d.yaml"), "lr: 0.1\nepochs: 2\nlr: 0.2\n");
+  try {
+    mpq::config::load_config(dir.file("d.yaml"));
+    FAIL() << "accepted a duplicate key";
+  } catch (const mpq::InputError& e) {
+    EXPECT_EQ(std::string(e.what()), dir.file("d.yaml") + ":3:1: duplicate key 'lr' (first at " + dir.file("d.yaml") + ":1:1)");
+  }
+}
