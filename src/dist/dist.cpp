@@ -23,6 +23,9 @@ int env_int(const char* name, int fallback, int lo, int hi) {
   return static_cast<int>(x);
 }
 
+// The first line of an exception's text (c10 errors append backtraces).
+std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
+
 }  // namespace
 
 Env env_from_environment() {
@@ -39,39 +42,105 @@ Env env_from_environment() {
   return e;
 }
 
-Group::Group(const Env& env, std::chrono::milliseconds timeout) : env_(env) {
+namespace {
+
+int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+constexpr int kHeartbeatMs = 1000;
+
+}  // namespace
+
+Group::Group(const Env& env, std::chrono::milliseconds timeout) : env_(env), timeout_(timeout) {
   c10d::TCPStoreOptions so;
   so.port = static_cast<uint16_t>(env.master_port);
   so.isServer = env.rank == 0;
   so.numWorkers = env.world_size;
   so.waitWorkers = true;
   so.timeout = timeout;
-  c10::intrusive_ptr<c10d::Store> store;
   try {
-    store = c10::make_intrusive<c10d::TCPStore>(env.master_addr, so);
-  } catch (const c10::Error& e) {
+    store_ = c10::make_intrusive<c10d::TCPStore>(env.master_addr, so);
+  } catch (const std::exception& e) {
     throw RuntimeError(detail::concat("rank ", env.rank, ": cannot reach the master at ", env.master_addr, ":",
-                                      env.master_port, " (", e.what_without_backtrace(), ")"));
+                                      env.master_port, " within ", timeout.count() / 1000, " s (", first_line(e.what()),
+                                      "); check MASTER_ADDR/MASTER_PORT and that rank 0 is running"));
   }
   auto opts = c10d::ProcessGroupGloo::Options::create();
   opts->timeout = timeout;
   opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(env.master_addr));
-  pg_ = std::make_shared<c10d::ProcessGroupGloo>(store, env.rank, env.world_size, opts);
+  pg_ = std::make_shared<c10d::ProcessGroupGloo>(store_, env.rank, env.world_size, opts);
+  // The heartbeat has its own connection: a store client is not shared across threads.
+  c10d::TCPStoreOptions ho = so;
+  ho.isServer = false;
+  ho.waitWorkers = false;
+  auto hb = c10::make_intrusive<c10d::TCPStore>(env.master_addr, ho);
+  heartbeat_ = std::thread([this, hb] {
+    const std::string key = "mpq/heartbeat/" + std::to_string(env_.rank);
+    while (!stop_.load()) {
+      try {
+        const std::string v = std::to_string(now_ms());
+        hb->set(key, std::vector<uint8_t>(v.begin(), v.end()));
+      } catch (...) {
+        return;  // the master is gone; the next collective reports it
+      }
+      for (int i = 0; i < 10 && !stop_.load(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(kHeartbeatMs / 10));
+    }
+  });
 }
 
-Group::~Group() = default;
+Group::~Group() {
+  stop_.store(true);
+  if (heartbeat_.joinable()) heartbeat_.join();
+}
+
+// The ranks whose heartbeat is older than 2.5 periods, after waiting long
+// enough for a fresh failure to show; the master's loss when the store is gone.
+std::string Group::lost_ranks() {
+  std::this_thread::sleep_for(std::chrono::milliseconds(3 * kHeartbeatMs));
+  std::string lost;
+  try {
+    const int64_t now = now_ms();
+    for (int r = 0; r < env_.world_size; ++r) {
+      if (r == env_.rank) continue;
+      const std::string key = "mpq/heartbeat/" + std::to_string(r);
+      int64_t age = -1;
+      if (store_->check({key})) {
+        const std::vector<uint8_t> v = store_->get(key);
+        age = now - std::stoll(std::string(v.begin(), v.end()));
+      }
+      if (age < 0 || age > kHeartbeatMs * 5 / 2) lost += (lost.empty() ? "" : ", ") + std::to_string(r);
+    }
+  } catch (const std::exception&) {
+    return "rank 0 (the master, " + env_.master_addr + ":" + std::to_string(env_.master_port) + ")";
+  }
+  return lost.empty() ? "" : (lost.find(',') == std::string::npos ? "rank " : "ranks ") + lost;
+}
+
+template <typename F>
+void Group::guarded(const char* what, F&& f) {
+  try {
+    f();
+  } catch (const std::exception& e) {
+    const std::string lost = lost_ranks();
+    throw RuntimeError(detail::concat("rank ", env_.rank, ": ", what, " failed: ",
+                                      lost.empty() ? std::string("no rank is known lost") : "lost " + lost,
+                                      " (", first_line(e.what()), "); resume from the last checkpoint with resume.path"));
+  }
+}
 
 void Group::all_reduce_mean(torch::Tensor& t) {
-  std::vector<torch::Tensor> ts{t};
-  pg_->allreduce(ts)->wait();
+  all_reduce_sum(t);
   t.div_(env_.world_size);
 }
 
 void Group::all_reduce_sum(torch::Tensor& t) {
-  std::vector<torch::Tensor> ts{t};
-  pg_->allreduce(ts)->wait();
+  guarded("all-reduce", [&] {
+    std::vector<torch::Tensor> ts{t};
+    pg_->allreduce(ts)->wait();
+  });
 }
-
 void Group::all_reduce_mean_flat(const std::vector<torch::Tensor>& ts, int64_t bucket_bytes) {
   size_t i = 0;
   while (i < ts.size()) {
@@ -95,10 +164,12 @@ void Group::all_reduce_mean_flat(const std::vector<torch::Tensor>& ts, int64_t b
 }
 
 void Group::broadcast(torch::Tensor& t) {
-  std::vector<torch::Tensor> ts{t};
-  c10d::BroadcastOptions o;
-  o.rootRank = 0;
-  pg_->broadcast(ts, o)->wait();
+  guarded("broadcast", [&] {
+    std::vector<torch::Tensor> ts{t};
+    c10d::BroadcastOptions o;
+    o.rootRank = 0;
+    pg_->broadcast(ts, o)->wait();
+  });
 }
 
 }  // namespace mpq::dist

@@ -5,15 +5,20 @@
 // (or with 1) the run is a single process and no group is made.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <memory>
 #include <string>
+#include <thread>
+#include <vector>
 
+#include <c10/util/intrusive_ptr.h>
 #include <torch/types.h>
 
 namespace c10d {
 class ProcessGroup;
-}
+class Store;
+}  // namespace c10d
 
 namespace mpq::dist {
 
@@ -29,7 +34,9 @@ Env env_from_environment();
 
 // A process group over c10d's TCPStore: Gloo for CPU tensors (NCCL joins in
 // a CUDA build). `timeout` bounds every rendezvous and collective, so a lost
-// rank makes the others fail instead of hanging.
+// rank makes the others fail instead of hanging. Every rank writes a
+// heartbeat into the store each second; when a collective fails, the ranks
+// whose heartbeat stopped are named in the error (a RuntimeError).
 class Group {
  public:
   Group(const Env& env, std::chrono::milliseconds timeout);
@@ -47,8 +54,16 @@ class Group {
   void broadcast(torch::Tensor& t);
 
  private:
+  template <typename F>
+  void guarded(const char* what, F&& f);
+  std::string lost_ranks();
+
   Env env_;
+  std::chrono::milliseconds timeout_;
+  c10::intrusive_ptr<c10d::Store> store_;
   std::shared_ptr<c10d::ProcessGroup> pg_;
+  std::atomic<bool> stop_{false};
+  std::thread heartbeat_;
 };
 
 }  // namespace mpq::dist

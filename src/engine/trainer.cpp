@@ -375,6 +375,7 @@ Context make_context(const config::Config& c) {
   const int hw = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   torch::set_num_threads(c.threads > 0 ? c.threads : std::max(1, hw / ctx.env.local_world_size));
   if (torch::cuda::is_available()) ctx.device = torch::Device(torch::kCUDA, static_cast<int8_t>(ctx.env.local_rank));
+  if (!ctx.rank0()) spdlog::set_level(spdlog::level::warn);  // rank 0 logs for everyone
   if (ctx.env.distributed()) {
     MPQ_CHECK_T(RuntimeError, ctx.device.is_cpu(), "distributed training on CUDA needs the NCCL backend, which this "
                 "build does not include; run one process per node or build against a CUDA LibTorch with c10d NCCL");
@@ -382,7 +383,6 @@ Context make_context(const config::Config& c) {
     spdlog::info("rank {}/{}: joined the group at {}:{}", ctx.env.rank, ctx.env.world_size, ctx.env.master_addr,
                  ctx.env.master_port);
   }
-  if (!ctx.rank0()) spdlog::set_level(spdlog::level::warn);  // rank 0 logs for everyone
   torch::manual_seed(static_cast<uint64_t>(c.seed));
   return ctx;
 }
@@ -396,7 +396,10 @@ void attach(Context& ctx, Model& m, bool sync_bn) {
     torch::NoGradGuard no_grad;
     for (auto& p : m.q.net->parameters()) g->broadcast(p);
     for (auto& b : m.q.net->buffers()) g->broadcast(b);
-    for (auto* q : quantizers(*m.q.net)) q->all_reduce_mean = [g](torch::Tensor& t) { g->all_reduce_mean(t); };
+    for (auto* q : quantizers(*m.q.net)) {
+      q->all_reduce_mean = [g](torch::Tensor& t) { g->all_reduce_mean(t); };
+      if (q->options().all_positive) q->numel_factor = g->env().world_size;  // activations: the batch is sharded
+    }
   }
   if (sync_bn) {
     if (g) models::set_batchnorm_sync([g](torch::Tensor& t) { g->all_reduce_sum(t); });
@@ -513,8 +516,9 @@ Meter validate(Context& ctx, Model& m, Loader& val, double smoothing) {
 }
 
 // SPEC §5: reset running statistics, cumulative average, training-mode
-// forwards without gradients over about `images` training images (this
-// rank's share), then averaged over ranks.
+// forwards without gradients over about `images` training images (each rank
+// its share). With synchronised BatchNorm the statistics are the global
+// batch's already; otherwise they are averaged over ranks afterwards.
 void recalibrate_bn(Context& ctx, Model& m, Loader& calib, int images) {
   if (images <= 0) return;
   torch::NoGradGuard no_grad;
@@ -525,8 +529,6 @@ void recalibrate_bn(Context& ctx, Model& m, Loader& calib, int images) {
     b->reset_running_stats();
     b->options.momentum(c10::nullopt);
   }
-  const bool sync = models::batchnorm_sync_enabled();
-  if (sync) models::set_batchnorm_sync({});  // recalibration is per rank, then averaged
   m.q.net->train();
   calib.set_epoch(0);
   int64_t seen = 0;
@@ -537,13 +539,7 @@ void recalibrate_bn(Context& ctx, Model& m, Loader& calib, int images) {
     seen += b.images.size(0);
   }
   for (size_t k = 0; k < bns.size(); ++k) bns[k]->options.momentum(momenta[k]);
-  if (sync && ctx.group) {
-    dist::Group* g = ctx.group.get();
-    models::set_batchnorm_sync([g](torch::Tensor& t) { g->all_reduce_sum(t); });
-  } else if (sync) {
-    models::set_batchnorm_sync([](torch::Tensor&) {});
-  }
-  average_bn_stats(ctx, *m.q.net);
+  if (!models::batchnorm_sync_enabled()) average_bn_stats(ctx, *m.q.net);
 }
 
 // Size and BitOPs of the model as the search reports them (SPEC §4).
@@ -578,6 +574,8 @@ struct Position {
   int64_t step = 0;     // optimizer steps so far
   double best_top1 = -1;
   int best_epoch = -1;
+  int64_t global_batch = 0;  // batch_size x world size of the run that wrote it
+  int world_size = 1;
   Meter meter;          // the running epoch's training metrics (this rank's)
   std::string rng;      // the mixed-policy generator
 };
@@ -612,6 +610,8 @@ void save(const std::string& path, const config::Config& c, Model& m, torch::opt
       {"mode", std::string(mode_name(m.mode))},
       {"epoch", static_cast<int64_t>(pos.epoch)},
       {"batch", pos.batch},
+      {"global_batch", pos.global_batch},
+      {"world_size", static_cast<int64_t>(pos.world_size)},
       {"step", pos.step},
       {"best_top1", pos.best_top1},
       {"best_epoch", static_cast<int64_t>(pos.best_epoch)},
@@ -643,6 +643,8 @@ Position restore(const std::string& path, Model& m, torch::optim::SGD& opt, Cont
   Position pos;
   pos.epoch = static_cast<int>(get_int("epoch"));
   pos.batch = get_int("batch");
+  pos.global_batch = get_int("global_batch");
+  pos.world_size = static_cast<int>(get_int("world_size"));
   pos.step = get_int("step");
   pos.best_epoch = static_cast<int>(get_int("best_epoch"));
   if (const pickle::Value* v = ck.root.find("best_top1")) pos.best_top1 = v->as_double();
@@ -738,9 +740,26 @@ void train(const config::Config& c, Mode mode) {
   m.input_size = data.height;
   auto opt = make_sgd(*m.q.net, c.lr, c.momentum, c.weight_decay);
   Position pos;
+  pos.global_batch = static_cast<int64_t>(c.dataloader.batch_size) * world;
+  pos.world_size = world;
   if (!resume.empty()) {
     m.q.net->to(ctx.device);
     pos = restore(resume, m, *opt, ctx);
+    // Another world size or batch: continue at the same sample of the epoch
+    // (the epoch's order does not depend on the world size).
+    const int64_t global = static_cast<int64_t>(c.dataloader.batch_size) * world;
+    if (pos.global_batch != global && pos.batch > 0) {
+      const int64_t samples = pos.batch * pos.global_batch;
+      if (samples % global != 0)
+        spdlog::warn("{}: written with a global batch of {}, now {}: the epoch continues at sample {} instead of {}",
+                     resume, pos.global_batch, global, samples / global * global, samples);
+      pos.batch = samples / global;
+      pos.meter = Meter{};  // this epoch's running metrics restart with the new shards
+    }
+    // Several ranks: the saved running metrics are rank 0's share only; restart them.
+    if (world > 1 || pos.world_size > 1) pos.meter = Meter{};
+    pos.global_batch = global;
+    pos.world_size = world;
     spdlog::info("resumed from {}: epoch {}, batch {}, step {}", resume, pos.epoch + 1, pos.batch, pos.step);
   }
   attach(ctx, m, c.sync_bn);

@@ -72,12 +72,15 @@ torch::Tensor BatchNormImpl::forward(const torch::Tensor& x) {
                              at::globalContext().userEnabledCuDNN());
   }
   const int64_t c = x.size(1);
-  const torch::Tensor sums = torch::cat({x.sum({0, 2, 3}), (x * x).sum({0, 2, 3}),
-                                         torch::full({1}, static_cast<double>(x.numel() / c), x.options())});
+  // Sums in double: E[x^2] - E[x]^2 cancels badly in float when |mean| >> std.
+  const torch::Tensor xd = x.to(torch::kDouble);
+  const torch::Tensor sums = torch::cat({xd.sum({0, 2, 3}), (xd * xd).sum({0, 2, 3}),
+                                         torch::full({1}, static_cast<double>(x.numel() / c), xd.options())});
   const torch::Tensor g = AllReduceSum::apply(sums);
   const double n = g[2 * c].item<double>();
-  const torch::Tensor mean = g.slice(0, 0, c) / n;
-  const torch::Tensor var = (g.slice(0, c, 2 * c) / n - mean * mean).clamp_min(0);
+  const torch::Tensor mean_d = g.slice(0, 0, c) / n;
+  const torch::Tensor mean = mean_d.to(x.scalar_type());
+  const torch::Tensor var = (g.slice(0, c, 2 * c) / n - mean_d * mean_d).clamp_min(0).to(x.scalar_type());
   {
     torch::NoGradGuard no_grad;
     num_batches_tracked += 1;

@@ -196,12 +196,13 @@ torch::Tensor LsqQuantizerImpl::forward(const torch::Tensor& x, int bits) {
   const Thresholds t = thresholds(bits, options_.all_positive, options_.symmetric);
   if (is_training() && init_state[idx].item<float>() == 0) {
     torch::NoGradGuard no_grad;
-    torch::Tensor v = x.detach().abs().mean() * 2 / std::sqrt(t.pos);
+    // The mean in double: data-parallel ranks then agree with one process to the last bit.
+    torch::Tensor v = x.detach().abs().to(torch::kDouble).mean() * 2 / std::sqrt(t.pos);
     if (all_reduce_mean) all_reduce_mean(v);
     s[idx].copy_(v);
     init_state[idx].fill_(1);
   }
-  const double g = 1.0 / std::sqrt(t.pos * static_cast<double>(x.numel()));
+  const double g = 1.0 / std::sqrt(t.pos * static_cast<double>(x.numel()) * numel_factor);
   return lsq_quantize(x, s.narrow(0, idx, 1), t, g, options_.clamp_scale);
 }
 

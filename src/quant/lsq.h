@@ -65,6 +65,10 @@ class LsqQuantizerImpl : public torch::nn::Module {
   torch::Tensor s, init_state;
   // Distributed hook: averages a scalar tensor across ranks in place.
   std::function<void(torch::Tensor&)> all_reduce_mean;
+  // The gradient scale counts numel x this: data-parallel activation
+  // quantizers use the world size, so the scale's gradient is that of the
+  // global batch and N processes of batch B train as one of batch N x B.
+  double numel_factor = 1;
 
  private:
   LsqQuantizerOptions options_;
