@@ -463,8 +463,10 @@ std::string fmt_duration(double s) {
 // `print_freq` steps otherwise.
 class Progress {
  public:
-  Progress(bool enabled, int print_freq, int64_t total_steps)
-      : on_(enabled), tty_(enabled && ::isatty(2)), freq_(print_freq), total_(total_steps), start_(Clock::now()) {}
+  // `top1`: the steps have a top-1 to show (the joint step scores only its loss).
+  Progress(bool enabled, int print_freq, int64_t total_steps, bool top1)
+      : on_(enabled), tty_(enabled && ::isatty(2)), top1_(top1), freq_(print_freq), total_(total_steps),
+        start_(Clock::now()) {}
   void step(int epoch, int epochs, int64_t batch, int64_t batches, const Meter& m, double lr, double images) {
     ++done_;
     images_ += images;
@@ -475,8 +477,10 @@ class Progress {
     const double ips = el > 0 ? images_ / el : 0;
     const double eta = done_ > 0 ? el / static_cast<double>(done_) * static_cast<double>(total_ - done_) : 0;
     char line[256];
-    std::snprintf(line, sizeof line, "epoch %d/%d step %ld/%ld loss %.4f top1 %.2f lr %.3g %.0f img/s ETA %s", epoch + 1,
-                  epochs, static_cast<long>(batch + 1), static_cast<long>(batches), m.loss(), m.top1(), lr, ips,
+    char top1[32] = "";
+    if (top1_) std::snprintf(top1, sizeof top1, " top1 %.2f", m.top1());
+    std::snprintf(line, sizeof line, "epoch %d/%d step %ld/%ld loss %.4f%s lr %.3g %.0f img/s ETA %s", epoch + 1, epochs,
+                  static_cast<long>(batch + 1), static_cast<long>(batches), m.loss(), top1, lr, ips,
                   fmt_duration(eta).c_str());
     if (tty_) {
       std::fprintf(stderr, "\r%s\x1b[K%s", line, last ? "\n" : "");
@@ -490,7 +494,7 @@ class Progress {
   }
 
  private:
-  bool on_, tty_;
+  bool on_, tty_, top1_;
   int freq_;
   int64_t total_, done_ = 0;
   double images_ = 0;
@@ -784,7 +788,7 @@ void train(const config::Config& c, Mode mode) {
   }
   SignalScope signals;
   const int64_t total_steps = static_cast<int64_t>(epochs - pos.epoch) * nb - pos.batch;
-  Progress progress(ctx.rank0(), c.print_freq, std::max<int64_t>(total_steps, 1));
+  Progress progress(ctx.rank0(), c.print_freq, std::max<int64_t>(total_steps, 1), mode != Mode::kJoint);
   std::vector<torch::Tensor> params = m.q.net->parameters();
   auto all_reduce_grads = [&] {
     if (!ctx.group) return;
@@ -880,10 +884,11 @@ void train(const config::Config& c, Mode mode) {
       if (mode == Mode::kFinetune) recalibrate_bn(ctx, m, *data.calib, c.bn_calib_images);
       if (mode == Mode::kJoint) m.q.set_uniform(m.q.candidates.front());
       val = validate(ctx, m, *data.val, c.smoothing);
-      spdlog::info("epoch {}/{}: train loss {:.4f} top1 {:.2f} | val loss {:.4f} top1 {:.2f} top5 {:.2f}{} | {:.0f} img/s, "
-                   "{}", pos.epoch + 1, epochs, train_meter.loss(), train_meter.top1(), val->loss(), val->top1(),
-                   val->top5(), mode == Mode::kJoint ? " (at the top candidate)" : "", images / secs,
-                   fmt_duration(secs));
+      const std::string train_top1 = mode == Mode::kJoint ? std::string(" (top candidate)")
+                                                            : fmt::format(" top1 {:.2f}", train_meter.top1());
+      spdlog::info("epoch {}/{}: train loss {:.4f}{} | val loss {:.4f} top1 {:.2f} top5 {:.2f}{} | {:.0f} img/s, {}",
+                   pos.epoch + 1, epochs, train_meter.loss(), train_top1, val->loss(), val->top1(), val->top5(),
+                   mode == Mode::kJoint ? " (at the top candidate)" : "", images / secs, fmt_duration(secs));
     }
     files.epoch(pos.epoch, lr, train_meter, val, images / secs, secs);
     const bool is_best = val && val->top1() > pos.best_top1;

@@ -56,7 +56,7 @@ struct Fixture {
   std::string config(const std::string& name, const std::string& kind, const std::string& extra = "") const {
     std::string c = "name: " + name + "\noutput_dir: " + dir.file("out") + "\narch: resnet20\n" +
                     "dataloader: {dataset: fashion_mnist, path: " + dir.path() + ", batch_size: 32, workers: 2}\n" +
-                    "epochs: 2\nlr: 0.05\nwarmup_epochs: 1\nwarmup_lr: 0.001\nthreads: 2\nlog: {print_freq: 4}\n" +
+                    "epochs: 2\nlr: 0.02\nwarmup_epochs: 1\nwarmup_lr: 0.001\nthreads: 2\nlog: {print_freq: 4}\n" +
                     "checkpoint_steps: 1\nbn_calib_images: 64\n";
     if (kind == "pretrain") c += "target_bits: [4, 3, 2]\n";
     if (kind == "finetune") {

@@ -12,7 +12,8 @@ using namespace mpq::test::train;
 
 TEST(Train, PretrainKilledMidEpochResumesToTheSameWeights) {
   Fixture f;
-  ASSERT_EQ(mpq_run("pretrain " + f.config("a", "pretrain"), f.dir).code, 0);
+  const Result a = mpq_run("pretrain " + f.config("a", "pretrain"), f.dir);
+  ASSERT_EQ(a.code, 0) << a.err;
   const std::string cfg = f.config("b", "pretrain");
   const int status = run_and_signal("pretrain", cfg, f.run_dir("b"), SIGKILL, f.dir.file("b.err"), 3);
   ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << "the run ended before it was killed";
@@ -26,7 +27,8 @@ TEST(Train, PretrainKilledMidEpochResumesToTheSameWeights) {
 
 TEST(Train, FinetuneStoppedBySigtermSavesAndResumesExactly) {
   Fixture f;
-  ASSERT_EQ(mpq_run("finetune " + f.config("a", "finetune"), f.dir).code, 0);
+  const Result a = mpq_run("finetune " + f.config("a", "finetune"), f.dir);
+  ASSERT_EQ(a.code, 0) << a.err;
   const std::string cfg = f.config("b", "finetune");
   const int status = run_and_signal("finetune", cfg, f.run_dir("b"), SIGTERM, f.dir.file("b.err"), 2);
   ASSERT_TRUE(WIFEXITED(status)) << "SIGTERM must end the run cleanly";
