@@ -9,8 +9,12 @@
 
 namespace mpq::data {
 
-MemoryLoader::MemoryLoader(RawImages data, LoaderOptions options) : data_(std::move(data)), o_(std::move(options)) {
-  MPQ_CHECK(data_.count > 0, o_.dataset, ": the dataset is empty");
+MemoryLoader::MemoryLoader(RawImages data, LoaderOptions options)
+    : MemoryLoader(std::make_shared<const RawImages>(std::move(data)), std::move(options)) {}
+
+MemoryLoader::MemoryLoader(std::shared_ptr<const RawImages> data, LoaderOptions options)
+    : data_(std::move(data)), o_(std::move(options)) {
+  MPQ_CHECK(data_->count > 0, o_.dataset, ": the dataset is empty");
   MPQ_CHECK(o_.batch_size > 0, "dataloader.batch_size must be positive");
   MPQ_CHECK(o_.world_size >= 1 && o_.rank >= 0 && o_.rank < o_.world_size, "rank ", o_.rank, " out of world size ",
             o_.world_size);
@@ -24,26 +28,30 @@ MemoryLoader::MemoryLoader(RawImages data, LoaderOptions options) : data_(std::m
     mean_ = {0.2860f};  // Fashion-MNIST
     std_ = {0.3530f};
   }
-  MPQ_CHECK(static_cast<int>(mean_.size()) == data_.channels, o_.dataset, ": expected ", mean_.size(),
-            " channels, the files hold ", data_.channels);
+  MPQ_CHECK(static_cast<int>(mean_.size()) == data_->channels, o_.dataset, ": expected ", mean_.size(),
+            " channels, the files hold ", data_->channels);
   set_epoch(0);
 }
 
-void MemoryLoader::set_epoch(int64_t epoch) {
-  epoch_ = epoch;
-  const int64_t n = data_.count, w = o_.world_size;
+std::vector<int64_t> distributed_order(int64_t n, bool shuffle, uint64_t seed, int64_t epoch, int rank, int world) {
   std::vector<int64_t> all(static_cast<size_t>(n));
-  if (o_.train) {
-    auto gen = at::make_generator<at::CPUGeneratorImpl>(o_.seed + static_cast<uint64_t>(epoch));
+  if (shuffle) {
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(seed + static_cast<uint64_t>(epoch));
     const torch::Tensor perm = torch::randperm(n, gen, torch::kLong);
     std::copy(perm.data_ptr<int64_t>(), perm.data_ptr<int64_t>() + n, all.begin());
   } else {
     for (int64_t i = 0; i < n; ++i) all[static_cast<size_t>(i)] = i;
   }
-  const int64_t per_rank = (n + w - 1) / w;  // DistributedSampler, drop_last=False
-  for (int64_t i = n; i < per_rank * w; ++i) all.push_back(all[static_cast<size_t>((i - n) % n)]);
-  order_.clear();
-  for (int64_t i = o_.rank; i < per_rank * w; i += w) order_.push_back(all[static_cast<size_t>(i)]);
+  const int64_t per_rank = (n + world - 1) / world;
+  for (int64_t i = n; i < per_rank * world; ++i) all.push_back(all[static_cast<size_t>((i - n) % n)]);
+  std::vector<int64_t> out;
+  for (int64_t i = rank; i < per_rank * world; i += world) out.push_back(all[static_cast<size_t>(i)]);
+  return out;
+}
+
+void MemoryLoader::set_epoch(int64_t epoch) {
+  epoch_ = epoch;
+  order_ = distributed_order(data_->count, o_.train, o_.seed, epoch, o_.rank, o_.world_size);
 }
 
 int64_t MemoryLoader::num_batches() const {
@@ -54,7 +62,7 @@ int64_t MemoryLoader::num_batches() const {
 Batch MemoryLoader::batch(int64_t i) const {
   MPQ_ASSERT(i >= 0 && i < num_batches(), "batch ", i, " of ", num_batches());
   const int64_t begin = i * o_.batch_size, end = std::min(num_samples(), begin + o_.batch_size);
-  const int64_t bsz = end - begin, c = data_.channels, h = data_.height, w = data_.width;
+  const int64_t bsz = end - begin, c = data_->channels, h = data_->height, w = data_->width;
   Batch b;
   b.images = torch::empty({bsz, c, h, w});
   b.labels = torch::empty({bsz}, torch::kLong);
@@ -63,8 +71,8 @@ Batch MemoryLoader::batch(int64_t i) const {
   const bool augment = o_.train && o_.dataset == "cifar10";
   for (int64_t k = 0; k < bsz; ++k) {
     const int64_t idx = order_[static_cast<size_t>(begin + k)];
-    lab[k] = data_.labels[static_cast<size_t>(idx)];
-    const uint8_t* src = data_.pixels.data() + idx * c * h * w;
+    lab[k] = data_->labels[static_cast<size_t>(idx)];
+    const uint8_t* src = data_->pixels.data() + idx * c * h * w;
     int dy = 0, dx = 0;
     bool flip = false;
     if (augment) {  // per-sample generator: (seed, epoch, position in the epoch)

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -33,9 +34,17 @@ struct LoaderOptions {
   int rank = 0, world_size = 1;
 };
 
+// One epoch's sample order for `rank`, as torch's DistributedSampler
+// (drop_last false): a permutation of [0, n) drawn from seed + epoch when
+// `shuffle` (else 0..n-1), padded by wrapping to a multiple of `world`, then
+// every world-th index from `rank`.
+std::vector<int64_t> distributed_order(int64_t n, bool shuffle, uint64_t seed, int64_t epoch, int rank, int world);
+
 class MemoryLoader {
  public:
   MemoryLoader(RawImages data, LoaderOptions options);
+  // Several loaders (training, BN calibration) can share one image set.
+  MemoryLoader(std::shared_ptr<const RawImages> data, LoaderOptions options);
   void set_epoch(int64_t epoch);
   int64_t num_batches() const;
   int64_t num_samples() const { return static_cast<int64_t>(order_.size()); }  // this rank, this epoch
@@ -43,7 +52,7 @@ class MemoryLoader {
   const std::vector<int64_t>& order() const { return order_; }
 
  private:
-  RawImages data_;
+  std::shared_ptr<const RawImages> data_;
   LoaderOptions o_;
   int64_t epoch_ = 0;
   std::vector<int64_t> order_;

@@ -18,7 +18,6 @@
 #include <sstream>
 #include <thread>
 
-#include <ATen/CPUGeneratorImpl.h>
 #include <spdlog/spdlog.h>
 #include <torch/cuda.h>
 #include <torch/optim/sgd.h>
@@ -92,7 +91,7 @@ class Loader {
 
 class MemorySource : public Loader {
  public:
-  MemorySource(data::RawImages d, data::LoaderOptions o) : l_(std::move(d), std::move(o)) {}
+  MemorySource(std::shared_ptr<const data::RawImages> d, data::LoaderOptions o) : l_(std::move(d), std::move(o)) {}
   void set_epoch(int64_t e) override { l_.set_epoch(e); }
   int64_t num_batches() const override { return l_.num_batches(); }
   data::Batch batch(int64_t i) const override { return l_.batch(i); }
@@ -100,23 +99,6 @@ class MemorySource : public Loader {
  private:
   data::MemoryLoader l_;
 };
-
-// DistributedSampler order over a list of sample ids.
-std::vector<int64_t> shard_order(const std::vector<int64_t>& ids, bool shuffle, uint64_t seed, int64_t epoch, int rank,
-                                 int world) {
-  std::vector<int64_t> all = ids;
-  const auto n = static_cast<int64_t>(all.size());
-  if (shuffle) {
-    auto gen = at::make_generator<at::CPUGeneratorImpl>(seed + static_cast<uint64_t>(epoch));
-    const torch::Tensor perm = torch::randperm(n, gen, torch::kLong);
-    for (int64_t i = 0; i < n; ++i) all[static_cast<size_t>(i)] = ids[static_cast<size_t>(perm[i].item<int64_t>())];
-  }
-  const int64_t per_rank = (n + world - 1) / world;
-  for (int64_t i = n; i < per_rank * world; ++i) all.push_back(all[static_cast<size_t>((i - n) % n)]);
-  std::vector<int64_t> out;
-  for (int64_t i = rank; i < per_rank * world; i += world) out.push_back(all[static_cast<size_t>(i)]);
-  return out;
-}
 
 class FolderSource : public Loader {
  public:
@@ -126,7 +108,8 @@ class FolderSource : public Loader {
   }
   void set_epoch(int64_t e) override {
     epoch_ = e;
-    order_ = shard_order(ids_, o_.train, o_.seed, e, o_.rank, o_.world_size);
+    order_ = data::distributed_order(static_cast<int64_t>(ids_.size()), o_.train, o_.seed, e, o_.rank, o_.world_size);
+    for (auto& i : order_) i = ids_[static_cast<size_t>(i)];
   }
   int64_t num_batches() const override {
     return (static_cast<int64_t>(order_.size()) + o_.batch_size - 1) / o_.batch_size;
@@ -180,6 +163,19 @@ data::RawImages select(const data::RawImages& d, const std::vector<int64_t>& ids
   return out;
 }
 
+// The training samples (a stratified `fraction` of what `val_split` leaves)
+// and the held-out ones, fixed by the seed.
+void split_training_set(const std::vector<int64_t>& labels, const config::DataloaderConfig& dl, uint64_t seed,
+                        std::vector<int64_t>& ids, std::vector<int64_t>& held) {
+  stratified_split(labels, 1.0 - dl.val_split, seed, ids, held);
+  if (dl.fraction >= 1) return;
+  std::vector<int64_t> sub_labels, keep, rest;
+  for (int64_t i : ids) sub_labels.push_back(labels[static_cast<size_t>(i)]);
+  stratified_split(sub_labels, dl.fraction, seed + 1, keep, rest);
+  for (auto& k : keep) k = ids[static_cast<size_t>(k)];
+  ids = std::move(keep);
+}
+
 int input_channels(const config::Config& c) {
   const std::string& d = c.dataloader.dataset;
   return d == "fashion_mnist" || d == "mnist" ? 1 : 3;
@@ -210,14 +206,7 @@ Data make_data(const config::Config& c, int rank, int world) {
     std::vector<int64_t> labels;
     for (int64_t i = 0; i < train->size(); ++i) labels.push_back(train->label(i));
     std::vector<int64_t> ids, held;
-    stratified_split(labels, 1.0 - dl.val_split, split_seed, ids, held);
-    if (dl.fraction < 1) {
-      std::vector<int64_t> sub_labels, keep, rest;
-      for (int64_t i : ids) sub_labels.push_back(labels[static_cast<size_t>(i)]);
-      stratified_split(sub_labels, dl.fraction, split_seed + 1, keep, rest);
-      for (auto& k : keep) k = ids[static_cast<size_t>(k)];
-      ids = keep;
-    }
+    split_training_set(labels, dl, split_seed, ids, held);
     d.train_size = static_cast<int64_t>(ids.size());
     d.train = std::make_unique<FolderSource>(train, ids, o, dl.strict);
     d.calib = std::make_unique<FolderSource>(train, ids, o, dl.strict);
@@ -245,14 +234,7 @@ Data make_data(const config::Config& c, int rank, int world) {
   const bool cifar = dl.dataset == "cifar10";
   data::RawImages train = cifar ? data::load_cifar10(path, true) : data::load_idx_split(path, true);
   std::vector<int64_t> ids, held;
-  stratified_split(train.labels, 1.0 - dl.val_split, split_seed, ids, held);
-  if (dl.fraction < 1) {
-    std::vector<int64_t> sub_labels, keep, rest;
-    for (int64_t i : ids) sub_labels.push_back(train.labels[static_cast<size_t>(i)]);
-    stratified_split(sub_labels, dl.fraction, split_seed + 1, keep, rest);
-    for (auto& k : keep) k = ids[static_cast<size_t>(k)];
-    ids = keep;
-  }
+  split_training_set(train.labels, dl, split_seed, ids, held);
   data::RawImages val = dl.val_split > 0 ? select(train, held) : (cifar ? data::load_cifar10(path, false)
                                                                           : data::load_idx_split(path, false));
   if (ids.size() != static_cast<size_t>(train.count)) train = select(train, ids);
@@ -261,13 +243,12 @@ Data make_data(const config::Config& c, int rank, int world) {
   d.width = train.width;
   d.train_size = train.count;
   d.val_size = val.count;
-  data::LoaderOptions co = o;
-  co.train = false;  // calibration: no augmentation, a fixed order
-  d.calib = std::make_unique<MemorySource>(train, co);
-  d.train = std::make_unique<MemorySource>(std::move(train), o);
-  data::LoaderOptions vo = o;
-  vo.train = false;
-  d.val = std::make_unique<MemorySource>(std::move(val), vo);
+  data::LoaderOptions fixed = o;
+  fixed.train = false;  // calibration and validation: no augmentation, a fixed order
+  const auto shared = std::make_shared<const data::RawImages>(std::move(train));
+  d.calib = std::make_unique<MemorySource>(shared, fixed);
+  d.train = std::make_unique<MemorySource>(shared, o);
+  d.val = std::make_unique<MemorySource>(std::make_shared<const data::RawImages>(std::move(val)), fixed);
   return d;
 }
 
@@ -808,27 +789,25 @@ void train(const config::Config& c, Mode mode) {
     pos.rng = rng.str();
     save(path, c, m, *opt, pos);
   };
-  for (; pos.epoch < epochs; ++pos.epoch, pos.batch = 0, pos.meter = Meter{}) {
-    const double lr = learning_rate(c, pos.epoch);
+  while (pos.epoch < epochs) {
+    const int epoch = pos.epoch;
+    const double lr = learning_rate(c, epoch);
     set_lr(*opt, lr);
-    data.train->set_epoch(pos.epoch);
+    data.train->set_epoch(epoch);
     m.q.net->train();
     const auto t0 = Clock::now();
     double images = 0;
     data::Prefetcher<data::Batch> pf([&](int64_t i) { return data.train->batch(i); }, pos.batch, nb,
                                      c.dataloader.workers, 2 * c.dataloader.workers + 2);
-    for (; pos.batch < nb; ++pos.batch) {
+    while (pos.batch < nb) {
       data::Batch b = pf.next();
       const torch::Tensor x = b.images.to(ctx.device), y = b.labels.to(ctx.device);
-      double loss = 0;
       bool finite = true;
       if (mode == Mode::kJoint) {
         const std::vector<int> mixed = sample_policy(policy_rng, m.q.candidates, m.q.convs.size());
         const std::vector<double> losses = joint_step(m.q, *opt, x, y, mixed, jo);
         for (double l : losses) finite = finite && std::isfinite(l);
-        loss = losses.back();
-        // the metrics of the mixed policy's forward are not kept; score the top candidate's loss
-        torch::NoGradGuard no_grad;
+        // The joint step keeps no logits: its metric is the top candidate's loss.
         pos.meter.loss_sum += losses.front() * static_cast<double>(y.size(0));
         pos.meter.count += static_cast<double>(y.size(0));
       } else {
@@ -837,7 +816,7 @@ void train(const config::Config& c, Mode mode) {
         const torch::Tensor l = label_smoothing_ce(out, y, c.smoothing);
         l.backward();
         all_reduce_grads();
-        loss = l.item<double>();
+        const double loss = l.item<double>();
         finite = std::isfinite(loss);
         if (finite) opt->step();
         pos.meter.add(out.detach(), y, loss);
@@ -853,48 +832,43 @@ void train(const config::Config& c, Mode mode) {
         progress.clear();
         const bool have = fs::exists(last);
         throw RuntimeError(detail::concat(
-            "training diverged: non-finite loss at epoch ", pos.epoch + 1, ", step ", pos.batch + 1, " (global step ",
+            "training diverged: non-finite loss at epoch ", epoch + 1, ", step ", pos.batch + 1, " (global step ",
             pos.step + 1, "); ", have ? "the last good checkpoint is " + last : std::string("no checkpoint was written yet"),
             " (lower lr", have ? ", and resume from it with resume.path" : "", ")"));
       }
       ++pos.step;
       images += static_cast<double>(y.size(0)) * world;
-      progress.step(pos.epoch, epochs, pos.batch, nb, pos.meter, lr, static_cast<double>(y.size(0)) * world);
+      progress.step(epoch, epochs, pos.batch, nb, pos.meter, lr, static_cast<double>(y.size(0)) * world);
+      ++pos.batch;  // the position a checkpoint records: the next batch
       if (flags & 1) {
-        ++pos.batch;
         progress.clear();
         checkpoint(last);
         throw Error(detail::concat("interrupted by ", g_signal.load() == SIGTERM ? "SIGTERM" : "a signal",
-                                   "; saved ", last, " (epoch ", pos.epoch + 1, ", step ", pos.batch,
+                                   "; saved ", last, " (epoch ", epoch + 1, ", step ", pos.batch,
                                    "); continue with --set resume.path=auto"),
                     ExitCode::kInterrupted);
       }
-      if (c.checkpoint_steps > 0 && pos.step % c.checkpoint_steps == 0 && pos.batch + 1 < nb) {
-        ++pos.batch;
-        checkpoint(last);
-        --pos.batch;
-      }
+      if (c.checkpoint_steps > 0 && pos.step % c.checkpoint_steps == 0 && pos.batch < nb) checkpoint(last);
     }
     const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
     average_bn_stats(ctx, *m.q.net);
     pos.meter.reduce(ctx);
     const Meter train_meter = pos.meter;
     std::optional<Meter> val;
-    if ((pos.epoch + 1) % c.val_cycle == 0 || pos.epoch + 1 == epochs) {
+    if ((epoch + 1) % c.val_cycle == 0 || epoch + 1 == epochs) {
       if (mode == Mode::kFinetune) recalibrate_bn(ctx, m, *data.calib, c.bn_calib_images);
       if (mode == Mode::kJoint) m.q.set_uniform(m.q.candidates.front());
       val = validate(ctx, m, *data.val, c.smoothing);
-      const std::string train_top1 = mode == Mode::kJoint ? std::string(" (top candidate)")
-                                                            : fmt::format(" top1 {:.2f}", train_meter.top1());
-      spdlog::info("epoch {}/{}: train loss {:.4f}{} | val loss {:.4f} top1 {:.2f} top5 {:.2f}{} | {:.0f} img/s, {}",
-                   pos.epoch + 1, epochs, train_meter.loss(), train_top1, val->loss(), val->top1(), val->top5(),
-                   mode == Mode::kJoint ? " (at the top candidate)" : "", images / secs, fmt_duration(secs));
+      const std::string train_top1 = mode == Mode::kJoint ? "" : fmt::format(" top1 {:.2f}", train_meter.top1());
+      spdlog::info("epoch {}/{}: train loss {:.4f}{} | val loss {:.4f} top1 {:.2f} top5 {:.2f} | {:.0f} img/s, {}{}",
+                   epoch + 1, epochs, train_meter.loss(), train_top1, val->loss(), val->top1(), val->top5(),
+                   images / secs, fmt_duration(secs), mode == Mode::kJoint ? " (all at the top candidate)" : "");
     }
-    files.epoch(pos.epoch, lr, train_meter, val, images / secs, secs);
+    files.epoch(epoch, lr, train_meter, val, images / secs, secs);
     const bool is_best = val && val->top1() > pos.best_top1;
     if (is_best) {
       pos.best_top1 = val->top1();
-      pos.best_epoch = pos.epoch;
+      pos.best_epoch = epoch;
     }
     // The checkpoint of a finished epoch points at the next one.
     ++pos.epoch;
@@ -907,7 +881,6 @@ void train(const config::Config& c, Mode mode) {
       if (!ec) fs::rename(best + ".tmp", best, ec);
       MPQ_CHECK_T(RuntimeError, !ec, best, ": cannot write (", ec.message(), ")");
     }
-    --pos.epoch;
   }
   models::set_batchnorm_sync({});
   if (pos.best_epoch >= 0)

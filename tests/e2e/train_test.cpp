@@ -10,34 +10,39 @@ namespace {
 
 using namespace mpq::test::train;
 
+// Runs `command` on config "a" to its end, and on config "b" until `sig`
+// once "b" has written `steps` checkpoints; returns "b"'s wait status.
+int run_whole_and_stopped(const Fixture& f, const std::string& command, int sig, int steps) {
+  const Result a = mpq_run(command + " " + f.config("a", command), f.dir);
+  EXPECT_EQ(a.code, 0) << a.err;
+  return run_and_signal(command, f.config("b", command), f.run_dir("b"), sig, f.dir.file("b.err"), steps);
+}
+
+// Resumes "b" from its last.pt; it must end bit-identical to "a".
+void resume_and_compare(const Fixture& f, const std::string& command) {
+  const Result r = mpq_run(command + " " + f.dir.file("b.yaml") + " --set resume.path=auto", f.dir);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("resumed from " + f.run_dir("b") + "/last.pt"), std::string::npos) << r.err;
+  expect_same_state(f.run_dir("a") + "/last.pt", f.run_dir("b") + "/last.pt");
+}
+
 TEST(Train, PretrainKilledMidEpochResumesToTheSameWeights) {
   Fixture f;
-  const Result a = mpq_run("pretrain " + f.config("a", "pretrain"), f.dir);
-  ASSERT_EQ(a.code, 0) << a.err;
-  const std::string cfg = f.config("b", "pretrain");
-  const int status = run_and_signal("pretrain", cfg, f.run_dir("b"), SIGKILL, f.dir.file("b.err"), 3);
+  const int status = run_whole_and_stopped(f, "pretrain", SIGKILL, 3);
   ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << "the run ended before it was killed";
   const auto ck = mpq::torchio::read_checkpoint(f.run_dir("b") + "/last.pt");  // never a torn file
   EXPECT_EQ(ck.root.find("epoch")->as_int(), 0) << "killed in the middle of the first epoch";
-  const Result r = mpq_run("pretrain " + cfg + " --set resume.path=auto", f.dir);
-  ASSERT_EQ(r.code, 0) << r.err;
-  EXPECT_NE(r.err.find("resumed from"), std::string::npos) << r.err;
-  expect_same_state(f.run_dir("a") + "/last.pt", f.run_dir("b") + "/last.pt");
+  resume_and_compare(f, "pretrain");
 }
 
 TEST(Train, FinetuneStoppedBySigtermSavesAndResumesExactly) {
   Fixture f;
-  const Result a = mpq_run("finetune " + f.config("a", "finetune"), f.dir);
-  ASSERT_EQ(a.code, 0) << a.err;
-  const std::string cfg = f.config("b", "finetune");
-  const int status = run_and_signal("finetune", cfg, f.run_dir("b"), SIGTERM, f.dir.file("b.err"), 2);
+  const int status = run_whole_and_stopped(f, "finetune", SIGTERM, 2);
   ASSERT_TRUE(WIFEXITED(status)) << "SIGTERM must end the run cleanly";
   EXPECT_EQ(WEXITSTATUS(status), 5);
   const std::string err = mpq::test::read_all(f.dir.file("b.err"));
   EXPECT_NE(err.find("interrupted by SIGTERM; saved " + f.run_dir("b") + "/last.pt"), std::string::npos) << err;
-  const Result r = mpq_run("finetune " + cfg + " --set resume.path=auto", f.dir);
-  ASSERT_EQ(r.code, 0) << r.err;
-  expect_same_state(f.run_dir("a") + "/last.pt", f.run_dir("b") + "/last.pt");
+  resume_and_compare(f, "finetune");
   // Metrics: one CSV row and one set of TensorBoard scalars per epoch.
   const std::string csv = mpq::test::read_all(f.run_dir("a") + "/metrics.csv");
   EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 3) << csv;
