@@ -41,16 +41,19 @@ std::string err_of(const Fixture& f, int rank) { return mpq::test::read_all(f.di
 
 const std::string kSync = "sync_bn: true\nthreads: 1\nepochs: 1\ncheckpoint_steps: 0\nbn_calib_images: 0\n";
 
-// `kind` on one process of batch 2B and on two of batch B, `fraction` of the
-// 256 training images (the classes are balanced); compares the last checkpoints within `tol`.
-void compare_one_and_two(const char* kind, const std::string& fraction, double tol) {
+// `kind` on one process of batch 2B and on two of batch B, with `sets`
+// (e.g. dataloader.fraction of the 256 training images, whose classes are
+// balanced); compares the last checkpoints within `tol`.
+void compare_one_and_two(const Fixture& f, const char* kind, const std::vector<std::string>& sets, double tol) {
   SCOPED_TRACE(kind);
-  Fixture f;
   const std::string command = std::string(kind) == "fp" ? "finetune" : kind;
-  const Result one = mpq_run(command + " " + f.config("one", kind, kSync) + " --set dataloader.fraction=" + fraction, f.dir);
+  std::string args;
+  for (const auto& s : sets) args += " --set " + s;
+  const Result one = mpq_run(command + " " + f.config("one", kind, kSync) + args, f.dir);
   ASSERT_EQ(one.code, 0) << one.err;
-  const auto codes = run_world(f, command, f.config("two", kind, kSync), 2,
-                               {"dataloader.batch_size=16", "dataloader.fraction=" + fraction});
+  std::vector<std::string> two_sets = sets;
+  two_sets.push_back("dataloader.batch_size=16");
+  const auto codes = run_world(f, command, f.config("two", kind, kSync), 2, two_sets);
   ASSERT_EQ(codes, (std::vector<int>{0, 0})) << err_of(f, 0) << err_of(f, 1);
   // Weights, BatchNorm statistics, quantizer scales (the indicators) and momenta.
   expect_same_state(f.run_dir("one") + "/last.pt", f.run_dir("two") + "/last.pt", tol);
@@ -62,17 +65,44 @@ void compare_one_and_two(const char* kind, const std::string& fraction, double t
 // BatchNorm, the averaged activation-scale initialisation and the same mixed
 // policy on every rank all show in it.
 TEST(Distributed, TwoProcessesOfBatchBEqualOneOfBatch2BAfterOneStep) {
-  for (const char* kind : {"fp", "finetune"}) compare_one_and_two(kind, "0.125", 1e-5);  // 30 images: one step
+  for (const char* kind : {"fp", "finetune"}) {
+    Fixture f;
+    compare_one_and_two(f, kind, {"dataloader.fraction=0.125"}, 1e-5);  // 30 images: one step
+  }
 }
 
-// Open (issue 6): the joint step misses 1e-5 after one step (1.05e-5), and
-// over several steps every kind drifts apart well beyond it (about 1e-2
-// after 8 steps, full precision included); one process with sync_bn against
-// native BatchNorm drifts the same way, from 1e-7 after one step to 4e-3
-// after two. Kept disabled until explained.
-TEST(Distributed, DISABLED_TwoProcessesOfBatchBEqualOneOfBatch2BOverSeveralSteps) {
-  compare_one_and_two("pretrain", "0.125", 1e-5);
-  for (const char* kind : {"fp", "finetune", "pretrain"}) compare_one_and_two(kind, "1", 1e-5);
+// Three steps of full-precision finetuning from trained weights at a
+// finetuning learning rate.
+TEST(Distributed, TwoProcessesOfBatchBEqualOneOfBatch2BOverThreeSteps) {
+  Fixture f;
+  const Result fp = mpq_run("finetune " + f.config("fp", "fp", "epochs: 5\nlr: 0.1\nwarmup_epochs: 0\ncheckpoint_steps: 0\n"), f.dir);
+  ASSERT_EQ(fp.code, 0) << fp.err;
+  compare_one_and_two(f, "fp",
+                      {"pre_trained=" + f.run_dir("fp") + "/best.pt", "lr=0.005", "warmup_epochs=0",
+                       "dataloader.fraction=0.375"},  // 96 images: three steps
+                      1e-5);
+}
+
+// Not met (issue 6): quantized training over several steps here, and the
+// joint step even after one (1.05e-5). What breaks it is float summation
+// order, not the data-parallel code: runs agree to ~1e-7 until some value
+// lands within rounding noise of an LSQ rounding boundary, and training then
+// amplifies the flip. One process against itself with 1 and 2 threads
+// (native BatchNorm, nothing distributed) shows the same: on Fashion-MNIST
+// from trained weights, quantized finetuning 2.7e-7 after 4 steps (two
+// processes against one: 2.4e-7) but 3.7e-3 after 10 (two against one:
+// 8e-4); from random weights at lr 0.05 even full precision drifts 1e-6,
+// 6e-5, 5e-4, 1.8e-2 after 1, 2, 3, 6 steps. On this test's synthetic data
+// quantized finetuning from trained weights is 4.6e-3 apart after 3 steps.
+TEST(Distributed, DISABLED_QuantizedTwoProcessesOfBatchBEqualOneOfBatch2BOverSeveralSteps) {
+  Fixture f;
+  const Result fp = mpq_run("finetune " + f.config("fp", "fp", "epochs: 5\nlr: 0.1\nwarmup_epochs: 0\ncheckpoint_steps: 0\n"), f.dir);
+  ASSERT_EQ(fp.code, 0) << fp.err;
+  const std::vector<std::string> sets{"pre_trained=" + f.run_dir("fp") + "/best.pt", "lr=0.005", "warmup_epochs=0",
+                                      "dataloader.fraction=0.375"};
+  compare_one_and_two(f, "finetune", sets, 1e-5);
+  compare_one_and_two(f, "pretrain", sets, 1e-5);
+  compare_one_and_two(f, "pretrain", {"dataloader.fraction=0.125"}, 1e-5);
 }
 
 TEST(Distributed, ALostRankIsNamedAndTheRunResumesOnOneProcess) {
