@@ -20,6 +20,9 @@ bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
+// OUT without its .pkl: where the files beside the indicators go.
+std::string stem(const std::string& out) { return ends_with(out, ".pkl") ? out.substr(0, out.size() - 4) : out; }
+
 // The indicators as a table on stdout, highest bits first; '*' marks a value
 // the search's outlier rule erases (smaller than at the next higher bit-width).
 void print_table(const io::Indicators& ind, std::vector<int> bits) {
@@ -68,8 +71,7 @@ void write_geometry(const torchio::Checkpoint& ck, const std::vector<std::string
   const search::ModelGeometry g = search::zoo_geometry(name, in);
   MPQ_CHECK(g.searchable_names() == layers, "extract: the checkpoint's quantized layers are not ", name,
             "'s searchable layers");
-  const std::string path = (out.size() > 4 && out.substr(out.size() - 4) == ".pkl" ? out.substr(0, out.size() - 4) : out) +
-                           ".geometry.yaml";
+  const std::string path = stem(out) + ".geometry.yaml";
   io::write_file_atomic(path, search::geometry_to_yaml(g));
   spdlog::info("extract: geometry of {} at {}x{} written to {}", name, in.height, in.width, path);
 }
@@ -129,6 +131,9 @@ void run_extract(const std::vector<std::string>& args) {
   io::save_indicators(out, ind, /*module_prefix=*/true);
   spdlog::info("extract: {} layers x {} bit-widths written to {}", layers.size(), bits.size(), out);
   print_table(ind, bits);
+  const std::string plot = stem(out) + ".svg";
+  io::write_file_atomic(plot, io::indicators_svg(ind, bits));
+  spdlog::info("extract: plot of the indicators written to {}", plot);
   write_geometry(ck, layers, out, input_size);
 }
 

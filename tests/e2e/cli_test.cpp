@@ -199,6 +199,22 @@ TEST(Cli, ExtractGivesTheOriginalsIndicators) {
   EXPECT_EQ(mine.layer_names, ref.layer_names);
   EXPECT_EQ(mine.weight, ref.weight);  // exactly: float32 scales widened to double, as Python does
   EXPECT_EQ(mine.act, ref.act);
+  // The plot beside the indicators: a line per bit-width in each panel, a ring per outlier of the table.
+  const std::string svg = mpq::test::read_all(dir.file("i.svg"));
+  ASSERT_EQ(svg.rfind("<svg ", 0), 0u) << svg.substr(0, 100);
+  auto count = [](const std::string& s, const std::string& what) {
+    size_t c = 0;
+    for (size_t at = s.find(what); at != std::string::npos; at = s.find(what, at + 1)) ++c;
+    return c;
+  };
+  EXPECT_EQ(count(svg, "<polyline"), 6u);
+  EXPECT_EQ(count(svg, "class=\"outlier\""), count(r.out, "*"));
+  EXPECT_EQ(svg.substr(svg.size() - 7), "</svg>\n");
+  // Candidates given in the wrong order make every lower bit-width an outlier, in the table and the plot.
+  const Result rev = mpq_run("extract " + ckpt + " -o " + dir.file("rev.pkl") + " --b 2 3 4");
+  ASSERT_EQ(rev.code, 0) << rev.err;
+  EXPECT_EQ(count(rev.out, "*"), 4 * mine.layer_names.size());
+  EXPECT_EQ(count(mpq::test::read_all(dir.file("rev.svg")), "class=\"outlier\""), 4 * mine.layer_names.size());
   // The names keep the original's 'module.' prefix.
   const auto raw = mpq::pickle::read_file(dir.file("i.pkl"));
   EXPECT_EQ(raw.find("layer_name")->items()[0].as_str(), "module.conv2");

@@ -11,6 +11,14 @@
 
 namespace mpq::io {
 
+struct Indicators;
+
+// A plot of the indicators as an SVG document: two panels (weight,
+// activation), the layers along x, log10 of the scale along y, one line per
+// bit-width; red rings mark the outliers the search's rule erases (a value
+// smaller than at the next higher bit-width).
+std::string indicators_svg(const Indicators& ind, std::vector<int> bits);
+
 struct Indicators {
   std::vector<std::string> layer_names;  // searchable order, 'module.' prefix removed
   // weight[l][bits] and act[l][bits]: the scale of layer l at that bit-width.
