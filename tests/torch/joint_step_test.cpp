@@ -74,17 +74,20 @@ std::string golden_name(const std::string& ours) {
 
 }  // namespace
 
+// The original's tiny network with its initial weights, quantized for indicator training.
+quant::QuantizedNet golden_tiny_net(const c10::Dict<c10::IValue, c10::IValue>& in, const std::vector<int>& candidates) {
+  auto net = std::make_shared<TinyNetImpl>();
+  torch::NoGradGuard no_grad;
+  for (auto& p : net->named_parameters()) p.value().copy_(in.at("fp." + p.key()).toTensor());
+  for (auto& b : net->named_buffers()) b.value().copy_(in.at("fp." + b.key()).toTensor());
+  return quant::quantize_for_indicators(net, candidates);
+}
+
 TEST(JointStep, ReproducesTheOriginalsThreeSteps) {
   const auto in = load_plain("joint_step_inputs.pt");
   const YAML::Node meta = YAML::LoadFile(test::golden("joint_step.json"));
-  auto net = std::make_shared<TinyNetImpl>();
-  {
-    torch::NoGradGuard no_grad;
-    for (auto& p : net->named_parameters()) p.value().copy_(in.at("fp." + p.key()).toTensor());
-    for (auto& b : net->named_buffers()) b.value().copy_(in.at("fp." + b.key()).toTensor());
-  }
   const auto candidates = meta["target_bits"].as<std::vector<int>>();
-  quant::QuantizedNet q = quant::quantize_for_indicators(net, candidates);
+  quant::QuantizedNet q = golden_tiny_net(in, candidates);
   ASSERT_EQ(q.names, (std::vector<std::string>{"conv2", "conv3", "conv4"}));
   auto opt = engine::make_sgd(*q.net, 0.01, 0.9, 2.5e-5);
   for (int step = 0; step < 3; ++step) {
@@ -110,6 +113,47 @@ TEST(JointStep, ReproducesTheOriginalsThreeSteps) {
     for (const auto& b : q.net->named_buffers()) check(b.key(), b.value());
     EXPECT_EQ(compared, state.size());
   }
+}
+
+// In-place distillation: the first candidate learns from the labels, every
+// other pass from the first candidate's softmax; checked against the same
+// forwards done by hand on an identical network.
+TEST(JointStep, InPlaceDistillationTargetsTheFirstCandidate) {
+  const auto in = load_plain("joint_step_inputs.pt");
+  const std::vector<int> candidates{4, 3, 2};
+  const std::vector<int> mixed{2, 4, 3};
+  const torch::Tensor x = in.at("x0").toTensor(), y = in.at("y0").toTensor();
+  quant::QuantizedNet ref = golden_tiny_net(in, candidates);
+  ref.net->train();
+  std::vector<double> expect;
+  torch::Tensor teacher;
+  {
+    torch::NoGradGuard no_grad;  // the same forwards (scale init, BN statistics) in the same order
+    for (size_t k = 0; k <= candidates.size(); ++k) {
+      if (k < candidates.size()) ref.set_uniform(candidates[k]);
+      else ref.set_mixed(mixed);
+      const torch::Tensor out = ref.net->forward(x);
+      if (k == 0) {
+        expect.push_back(engine::label_smoothing_ce(out, y, 0.1).item<double>());
+        teacher = torch::softmax(out, -1);
+      } else {
+        expect.push_back(-(teacher * torch::log_softmax(out, -1)).sum(-1).mean().item<double>());
+      }
+    }
+  }
+  quant::QuantizedNet q = golden_tiny_net(in, candidates);
+  auto opt = engine::make_sgd(*q.net, 0.01, 0.9, 2.5e-5);
+  engine::JointOptions o;
+  o.distill = true;
+  const auto losses = engine::joint_step(q, *opt, x, y, mixed, o);
+  ASSERT_EQ(losses.size(), expect.size());
+  for (size_t k = 0; k < losses.size(); ++k) EXPECT_NEAR(losses[k], expect[k], 1e-6) << "pass " << k;
+  // Without distillation the later passes score the labels instead.
+  quant::QuantizedNet plain = golden_tiny_net(in, candidates);
+  auto opt2 = engine::make_sgd(*plain.net, 0.01, 0.9, 2.5e-5);
+  const auto labelled = engine::joint_step(plain, *opt2, x, y, 0.1, mixed);
+  EXPECT_NEAR(labelled[0], losses[0], 1e-6);
+  EXPECT_GT(std::abs(labelled[1] - losses[1]), 1e-3);
 }
 
 TEST(JointStep, ZeroGradientsAreDroppedAndOthersClipped) {
