@@ -9,6 +9,7 @@ packages=(
   coinor-libcbc-dev       # CBC/CLP: the search ILP
   libyaml-cpp-dev libcli11-dev libspdlog-dev
   libopencv-dev           # image decoding for ImageNet-style data
+  libjpeg62-turbo-dev     # libjpeg-turbo's API: decode only a crop's region (OpenCV cannot)
   libgtest-dev zlib1g-dev
   libgloo-dev             # headers for c10d's Gloo backend
   dataset-fashion-mnist   # real data for the demo and the end-to-end tests

@@ -3,6 +3,11 @@
 #include <dirent.h>
 #include <sys/stat.h>
 
+#include <csetjmp>
+#include <cstdio>
+
+#include <jpeglib.h>
+
 #include <algorithm>
 #include <cctype>
 #include <cmath>
@@ -85,6 +90,60 @@ bool jpeg_size(const std::vector<uint8_t>& b, int& h, int& w) {
   return false;
 }
 
+struct JpegError {
+  jpeg_error_mgr mgr;
+  std::jmp_buf jump;
+};
+
+extern "C" void jpeg_fail(j_common_ptr c) { std::longjmp(reinterpret_cast<JpegError*>(c->err)->jump, 1); }
+extern "C" void jpeg_quiet(j_common_ptr) {}
+
+// Decodes only the rows and columns of `b` (full-size coordinates) at
+// 1/`denom` scale, as BGR, with libjpeg-turbo's jpeg_skip_scanlines and
+// jpeg_crop_scanline: rows below the crop are never read, rows above and
+// columns beside it are entropy-decoded but not transformed. Returns an empty
+// Mat on any decoder error (the caller falls back to a full decode).
+cv::Mat decode_jpeg_region(const std::vector<uint8_t>& bytes, int denom, const CropBox& b, int full_h, int full_w) {
+  // Only trivially destructible objects may live past setjmp.
+  jpeg_decompress_struct cinfo;
+  JpegError err;
+  cinfo.err = jpeg_std_error(&err.mgr);
+  err.mgr.error_exit = jpeg_fail;
+  err.mgr.output_message = jpeg_quiet;
+  cv::Mat rows;
+  if (setjmp(err.jump)) {
+    jpeg_destroy_decompress(&cinfo);
+    return cv::Mat();
+  }
+  jpeg_create_decompress(&cinfo);
+  jpeg_mem_src(&cinfo, bytes.data(), static_cast<unsigned long>(bytes.size()));
+  jpeg_read_header(&cinfo, TRUE);
+  cinfo.scale_num = 1;
+  cinfo.scale_denom = static_cast<unsigned>(denom);
+  cinfo.out_color_space = JCS_EXT_BGR;
+  jpeg_start_decompress(&cinfo);
+  const int oh = static_cast<int>(cinfo.output_height), ow = static_cast<int>(cinfo.output_width);
+  const double fy = static_cast<double>(oh) / full_h, fx = static_cast<double>(ow) / full_w;
+  const int top = std::min(oh - 1, static_cast<int>(b.top * fy));
+  const int left = std::min(ow - 1, static_cast<int>(b.left * fx));
+  const int ch = std::max(1, std::min(oh - top, static_cast<int>(std::lround(b.height * fy))));
+  const int cw = std::max(1, std::min(ow - left, static_cast<int>(std::lround(b.width * fx))));
+  JDIMENSION xoff = static_cast<JDIMENSION>(left), width = static_cast<JDIMENSION>(cw);
+  jpeg_crop_scanline(&cinfo, &xoff, &width);  // widened to iMCU boundaries
+  if (top > 0) jpeg_skip_scanlines(&cinfo, static_cast<JDIMENSION>(top));
+  rows.create(ch, static_cast<int>(width), CV_8UC3);
+  for (int r = 0; r < ch; ++r) {
+    JSAMPROW row = rows.ptr<uint8_t>(r);
+    if (jpeg_read_scanlines(&cinfo, &row, 1) != 1) {
+      jpeg_destroy_decompress(&cinfo);
+      return cv::Mat();
+    }
+  }
+  jpeg_abort_decompress(&cinfo);  // the rows below the crop are never decoded
+  jpeg_destroy_decompress(&cinfo);
+  return rows(cv::Rect(left - static_cast<int>(xoff), 0, cw, ch));
+}
+
 }  // namespace
 
 CropBox random_resized_crop_box(int h, int w, std::mt19937& rng, double scale_min, double scale_max, double ratio_min,
@@ -134,9 +193,11 @@ ImageFolder::ImageFolder(const std::string& root, ImageFolderOptions options) : 
 std::optional<torch::Tensor> ImageFolder::load(int64_t i, std::mt19937& rng) const {
   // Read the bytes first: libjpeg decodes a truncated JPEG into a partly grey
   // image with only a warning, so a JPEG must end with its EOI marker.
-  std::ifstream in(path(i), std::ios::binary);
+  std::ifstream in(path(i), std::ios::binary | std::ios::ate);
   if (!in) return std::nullopt;
-  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::vector<uint8_t> bytes(static_cast<size_t>(std::max<std::streamoff>(0, in.tellg())));
+  in.seekg(0);
+  if (!in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()))) return std::nullopt;
   if (bytes.size() >= 2 && bytes[0] == 0xFF && bytes[1] == 0xD8) {
     bool eoi = false;
     for (size_t k = bytes.size(); k >= 2 && k + 64 >= bytes.size(); --k)
@@ -150,23 +211,20 @@ std::optional<torch::Tensor> ImageFolder::load(int64_t i, std::mt19937& rng) con
   const int s = o_.size;
   int jh = 0, jw = 0;
   if (o_.train && jpeg_size(bytes, jh, jw)) {
-    // The crop is drawn on the full-size geometry, then the JPEG is decoded
-    // at 1/2, 1/4 or 1/8 scale when the crop still covers the output at that
-    // scale: the decoder skips most of its work (OpenCV's IMREAD_REDUCED_*).
+    // The crop is drawn on the full-size geometry; then only its region is
+    // decoded, at 1/2, 1/4 or 1/8 scale when the crop still covers the output
+    // at that scale (DCT scaling; libjpeg-turbo's other k/8 scales have no
+    // SIMD code and measured slower): most of the decoding work is skipped.
     const CropBox b = random_resized_crop_box(jh, jw, rng);
     int r = 1;
     while (r < 8 && std::min(b.height, b.width) / (2 * r) >= s) r *= 2;
-    const int flag = r == 1 ? cv::IMREAD_COLOR
-                            : r == 2 ? cv::IMREAD_REDUCED_COLOR_2
-                                     : r == 4 ? cv::IMREAD_REDUCED_COLOR_4 : cv::IMREAD_REDUCED_COLOR_8;
-    const cv::Mat img = cv::imdecode(bytes, flag);
-    if (img.empty()) return std::nullopt;
-    const double fy = static_cast<double>(img.rows) / jh, fx = static_cast<double>(img.cols) / jw;
-    const int top = std::min(img.rows - 1, static_cast<int>(b.top * fy));
-    const int left = std::min(img.cols - 1, static_cast<int>(b.left * fx));
-    const int ch = std::max(1, std::min(img.rows - top, static_cast<int>(std::lround(b.height * fy))));
-    const int cw = std::max(1, std::min(img.cols - left, static_cast<int>(std::lround(b.width * fx))));
-    cv::resize(img(cv::Rect(left, top, cw, ch)), out, cv::Size(s, s), 0, 0, cv::INTER_LINEAR);
+    cv::Mat region = decode_jpeg_region(bytes, r, b, jh, jw);
+    if (region.empty()) {  // e.g. CMYK: OpenCV's full decode, then the crop
+      const cv::Mat img = cv::imdecode(bytes, cv::IMREAD_COLOR);
+      if (img.empty() || img.rows != jh || img.cols != jw) return std::nullopt;
+      region = img(cv::Rect(b.left, b.top, b.width, b.height));
+    }
+    cv::resize(region, out, cv::Size(s, s), 0, 0, cv::INTER_LINEAR);
     if (std::bernoulli_distribution(0.5)(rng)) cv::flip(out, out, 1);
     return to_tensor(out);
   }

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 
 #include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
 #include <torch/torch.h>
 
 #include "data/image_folder.h"
@@ -127,4 +128,52 @@ TEST(ImageFolder, RandomResizedCropFollowsTorchvision) {
   EXPECT_EQ(f.height, 10);
   EXPECT_EQ(f.width, 13);
   EXPECT_EQ(f.left, (1000 - 13) / 2);
+}
+
+// The training transform decodes only the crop's region (and at reduced
+// scale when it can); it must give what a full decode, crop and resize give.
+TEST(ImageFolder, RegionDecodingMatchesAFullDecodeOfTheCrop) {
+  mpq::test::TempDir dir;
+  ::mkdir(dir.file("c").c_str(), 0755);
+  cv::Mat m(900, 1200, CV_8UC3);
+  for (int y = 0; y < m.rows; ++y)
+    for (int x = 0; x < m.cols; ++x)
+      m.at<cv::Vec3b>(y, x) = {static_cast<uint8_t>(x * 255 / m.cols), static_cast<uint8_t>(y * 255 / m.rows),
+                               static_cast<uint8_t>(((x / 16 + y / 16) % 2) * 200 + 20)};
+  ASSERT_TRUE(cv::imwrite(dir.file("c/t.jpg"), m, {cv::IMWRITE_JPEG_QUALITY, 90}));
+  const int s = 96;
+  ImageFolder f(dir.path(), {true, s, 110});
+  const float mean[] = {0.485f, 0.456f, 0.406f}, stdv[] = {0.229f, 0.224f, 0.225f};
+  int reduced = 0;
+  for (unsigned seed = 0; seed < 30; ++seed) {
+    SCOPED_TRACE(seed);
+    std::mt19937 rng(seed), ref_rng(seed);
+    const auto t = f.load(0, rng);
+    ASSERT_TRUE(t.has_value());
+    // Reference: OpenCV's decode at the same scale, then the crop, resize and flip.
+    const CropBox b = random_resized_crop_box(900, 1200, ref_rng);
+    int r = 1;
+    while (r < 8 && std::min(b.height, b.width) / (2 * r) >= s) r *= 2;
+    reduced += r > 1;
+    const int flag = r == 1 ? cv::IMREAD_COLOR
+                            : r == 2 ? cv::IMREAD_REDUCED_COLOR_2
+                                     : r == 4 ? cv::IMREAD_REDUCED_COLOR_4 : cv::IMREAD_REDUCED_COLOR_8;
+    const cv::Mat img = cv::imread(dir.file("c/t.jpg"), flag);
+    const double fy = static_cast<double>(img.rows) / 900, fx = static_cast<double>(img.cols) / 1200;
+    const int top = std::min(img.rows - 1, static_cast<int>(b.top * fy));
+    const int left = std::min(img.cols - 1, static_cast<int>(b.left * fx));
+    const int ch = std::max(1, std::min(img.rows - top, static_cast<int>(std::lround(b.height * fy))));
+    const int cw = std::max(1, std::min(img.cols - left, static_cast<int>(std::lround(b.width * fx))));
+    cv::Mat out;
+    cv::resize(img(cv::Rect(left, top, cw, ch)), out, cv::Size(s, s), 0, 0, cv::INTER_LINEAR);
+    if (std::bernoulli_distribution(0.5)(ref_rng)) cv::flip(out, out, 1);
+    torch::Tensor ref = torch::empty({3, s, s});
+    for (int c = 0; c < 3; ++c)
+      for (int y = 0; y < s; ++y)
+        for (int x = 0; x < s; ++x)
+          ref[c][y][x] = (out.at<cv::Vec3b>(y, x)[2 - c] / 255.0f - mean[c]) / stdv[c];
+    // Within about one grey level on average (the decoders upsample chroma at the region's edge differently).
+    EXPECT_LT((*t - ref).abs().mean().item<float>(), 0.02f);
+  }
+  EXPECT_GT(reduced, 0) << "no crop exercised the reduced-scale path";
 }
