@@ -108,3 +108,37 @@ TEST(Schedule, WarmupCosineCooldownAsTimm) {
   EXPECT_DOUBLE_EQ(mpq::engine::learning_rate(c, 5), 0.001 + 0.5 * 0.099 * (1 + std::cos(M_PI * 0.5)));
   for (int e = 10; e < 13; ++e) EXPECT_DOUBLE_EQ(mpq::engine::learning_rate(c, e), 0.001);
 }
+
+#include <opencv2/imgcodecs.hpp>
+
+// The ImageFolder path through the engine: a tiny tree written with OpenCV,
+// a stratified val_split of the training set, a corrupt JPEG skipped and
+// listed, or fatal with dataloader.strict.
+TEST(Train, ImageFolderWithValSplitAndACorruptImage) {
+  mpq::test::TempDir dir;
+  for (const char* c : {"ant", "bee"}) {
+    std::filesystem::create_directories(dir.file(std::string("train/") + c));
+    std::filesystem::create_directories(dir.file(std::string("val/") + c));
+    for (int i = 0; i < 8; ++i) {
+      cv::Mat m(90, 120, CV_8UC3, c[0] == 'a' ? cv::Scalar(0, 0, 220) : cv::Scalar(220, 0, 0));
+      cv::imwrite(dir.file(std::string("train/") + c + "/" + std::to_string(i) + ".jpg"), m);
+      if (i < 2) cv::imwrite(dir.file(std::string("val/") + c + "/" + std::to_string(i) + ".jpg"), m);
+    }
+  }
+  const std::string good = mpq::test::read_all(dir.file("train/ant/0.jpg"));
+  mpq::test::write_all(dir.file("train/ant/0.jpg"), good.substr(0, good.size() / 2));  // truncated
+  const std::string cfg = dir.file("in.yaml");
+  mpq::test::write_all(cfg, "name: in\noutput_dir: " + dir.file("out") +
+                                "\narch: resnet20\nfp_model: true\nthreads: 2\nepochs: 1\nlr: 0.01\n"
+                                "dataloader: {dataset: imagenet, path: " + dir.path() +
+                                ", num_classes: 2, batch_size: 4, workers: 2, val_split: 0.25}\n");
+  const Result r = mpq_run("finetune " + cfg, dir);
+  ASSERT_EQ(r.code, 0) << r.err;
+  // 8 per class: 6 train and 2 held out each (stratified); the truncated one is skipped, named.
+  EXPECT_NE(r.err.find("12 training images (12 per rank), 4 validation images"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("data: skipping " + dir.file("train/ant/0.jpg")), std::string::npos) << r.err;
+  const Result strict = mpq_run("finetune " + cfg + " --set dataloader.strict=true --set name=strict", dir);
+  EXPECT_EQ(strict.code, 2);
+  EXPECT_NE(strict.err.find("mpq: " + dir.file("train/ant/0.jpg") + ": not a decodable image"), std::string::npos)
+      << strict.err;
+}
