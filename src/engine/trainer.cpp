@@ -87,6 +87,8 @@ class Loader {
   virtual void set_epoch(int64_t epoch) = 0;
   virtual int64_t num_batches() const = 0;
   virtual data::Batch batch(int64_t i) const = 0;
+  // Undecodable images left out since the last call (each is logged when met).
+  virtual int64_t take_skipped() { return 0; }
 };
 
 class MemorySource : public Loader {
@@ -120,8 +122,10 @@ class FolderSource : public Loader {
     std::vector<int64_t> idx(order_.begin() + begin, order_.begin() + end);
     data::FolderBatch fb = data::load_batch(*f_, idx, o_.seed + static_cast<uint64_t>(o_.rank) * 1000003, epoch_, begin,
                                             strict_);
+    skipped_ += static_cast<int64_t>(fb.skipped.size());
     return {fb.images, fb.labels};
   }
+  int64_t take_skipped() override { return skipped_.exchange(0); }
 
  private:
   std::shared_ptr<data::ImageFolder> f_;
@@ -129,7 +133,13 @@ class FolderSource : public Loader {
   data::LoaderOptions o_;
   bool strict_;
   int64_t epoch_ = 0;
+  mutable std::atomic<int64_t> skipped_{0};  // batches are made on worker threads
 };
+
+void report_skipped(Loader& l, const std::string& what) {
+  if (const int64_t n = l.take_skipped())
+    spdlog::warn("data: {} undecodable image(s) skipped in {} (each named above)", n, what);
+}
 
 // Stratified split of `labels` fixed by the seed: per class, a shuffled
 // `fraction` of its samples goes to `first`, the rest to `second`.
@@ -495,6 +505,7 @@ Meter validate(Context& ctx, Model& m, Loader& val, double smoothing) {
     const torch::Tensor out = m.q.net->forward(x);
     meter.add(out, y, label_smoothing_ce(out, y, smoothing).item<double>());
   }
+  report_skipped(val, "validation");
   meter.reduce(ctx);
   m.q.net->train();
   return meter;
@@ -851,6 +862,7 @@ void train(const config::Config& c, Mode mode) {
       if (c.checkpoint_steps > 0 && pos.step % c.checkpoint_steps == 0 && pos.batch < nb) checkpoint(last);
     }
     const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+    report_skipped(*data.train, "training epoch " + std::to_string(epoch + 1));
     average_bn_stats(ctx, *m.q.net);
     pos.meter.reduce(ctx);
     const Meter train_meter = pos.meter;

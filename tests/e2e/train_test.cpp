@@ -137,6 +137,7 @@ TEST(Train, ImageFolderWithValSplitAndACorruptImage) {
   // 8 per class: 6 train and 2 held out each (stratified); the truncated one is skipped, named.
   EXPECT_NE(r.err.find("12 training images (12 per rank), 4 validation images"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("data: skipping " + dir.file("train/ant/0.jpg")), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("data: 1 undecodable image(s) skipped in "), std::string::npos) << r.err;
   const Result strict = mpq_run("finetune " + cfg + " --set dataloader.strict=true --set name=strict", dir);
   EXPECT_EQ(strict.code, 2);
   EXPECT_NE(strict.err.find("mpq: " + dir.file("train/ant/0.jpg") + ": not a decodable image"), std::string::npos)
