@@ -1,6 +1,8 @@
 // A quantization-aware training step (forward, loss, backward, SGD) at W4A4
 // against the same step in full precision, interleaved in one run: medians
 // over N steps after warm-up. Usage: qat_bench [steps] [threads]
+// Environment: MPQ_NCHW=1 NCHW instead of channels-last; MPQ_CASE=resnet20
+// one model only; MPQ_PROFILE=DIR Chrome traces of three steps of each.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -8,6 +10,7 @@
 #include <vector>
 
 #include <torch/torch.h>
+#include <torch/csrc/autograd/profiler_legacy.h>
 
 #include "models/zoo.h"
 #include "mpq/search/geometry.h"
@@ -18,6 +21,9 @@ using namespace mpq;
 
 namespace {
 
+// The layout of mpq's training (config key channels_last), unless MPQ_NCHW is set.
+bool channels_last() { return std::getenv("MPQ_NCHW") == nullptr; }
+
 // One training step: forward, label-smoothing cross-entropy, backward, SGD.
 struct Trainer {
   Trainer(models::Net n, int batch, int channels, int hw, int classes)
@@ -26,6 +32,10 @@ struct Trainer {
         x(torch::randn({batch, channels, hw, hw})),
         y(torch::randint(classes, {batch})) {
     net->train();
+    if (channels_last()) {
+      net->to_channels_last();
+      x = x.contiguous(torch::MemoryFormat::ChannelsLast);
+    }
   }
   double step() {
     const auto t0 = std::chrono::steady_clock::now();
@@ -58,6 +68,7 @@ int main(int argc, char** argv) {
               "joint 6..2 img/s | joint / FP |\n|---|---|---|---|---|---|---|---|---|\n",
               torch::get_num_threads());
   for (const auto& c : cases) {
+    if (const char* only = std::getenv("MPQ_CASE"); only && std::string(only) != c.model) continue;
     torch::manual_seed(0);
     Trainer fp(models::make_model(c.model, {c.classes, c.channels}), c.batch, c.channels, c.hw, c.classes);
     torch::manual_seed(0);
@@ -75,10 +86,19 @@ int main(int argc, char** argv) {
       }
     }
     const double mf = median(tf), mq = median(tq);
+    // MPQ_PROFILE=DIR: three more steps of each under the autograd profiler,
+    // written as Chrome traces DIR/<model>_{fp,w4a4}.json.
+    if (const char* dir = std::getenv("MPQ_PROFILE")) {
+      for (auto [t, tag] : {std::pair<Trainer*, const char*>{&fp, "fp"}, {&q, "w4a4"}}) {
+        torch::autograd::profiler::RecordProfile guard(std::string(dir) + "/" + c.model + "_" + tag + ".json");
+        for (int i = 0; i < 3; ++i) t->step();
+      }
+    }
     // The joint indicator step (SPEC §3) over candidates 6..2: K + 1 = 6 passes.
     torch::manual_seed(0);
     const std::vector<int> cands = {6, 5, 4, 3, 2};
     auto qj = quant::quantize_for_indicators(models::make_model(c.model, {c.classes, c.channels}), cands);
+    if (channels_last()) qj.net->to_channels_last();
     auto opt = engine::make_sgd(*qj.net, 0.01, 0.9, 2.5e-5);
     std::mt19937_64 rng(0);
     std::vector<double> tj;

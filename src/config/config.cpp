@@ -115,7 +115,7 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
            "dataloader", "resume", "log", "arch", "freeze_weights", "pre_trained", "quan", "eval", "fp_model", "epochs",
            "smoothing", "opt", "lr", "momentum", "weight_decay", "sched", "min_lr", "decay_rate", "warmup_epochs",
            "warmup_lr", "decay_epochs", "cooldown_epochs", "val_cycle", "seed", "distill", "sync_bn",
-           "checkpoint_steps", "bn_calib_images", "dist_timeout", "threads", "pre_trained_strict"});
+           "checkpoint_steps", "bn_calib_images", "dist_timeout", "threads", "pre_trained_strict", "channels_last"});
   r.get("name", c.name);
   r.get_bits("target_bits", c.target_bits);
   r.get_bits("weight_bits", c.weight_bits);
@@ -229,6 +229,7 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
   r.get("seed", c.seed, 0, 1 << 30);
   r.get("distill", c.distill);
   r.get("sync_bn", c.sync_bn);
+  r.get("channels_last", c.channels_last);
   r.get("checkpoint_steps", c.checkpoint_steps, 0, 1 << 30);
   r.get("bn_calib_images", c.bn_calib_images, 0, 1 << 30);
   r.get("dist_timeout", c.dist_timeout, 1, 1 << 20);
@@ -285,6 +286,7 @@ std::string to_yaml(const Config& c) {
   e << YAML::Key << "seed" << YAML::Value << c.seed;
   e << YAML::Key << "distill" << YAML::Value << c.distill;
   e << YAML::Key << "sync_bn" << YAML::Value << c.sync_bn;
+  e << YAML::Key << "channels_last" << YAML::Value << c.channels_last;
   e << YAML::Key << "checkpoint_steps" << YAML::Value << c.checkpoint_steps;
   e << YAML::Key << "bn_calib_images" << YAML::Value << c.bn_calib_images;
   e << YAML::Key << "dist_timeout" << YAML::Value << c.dist_timeout;

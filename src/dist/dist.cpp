@@ -135,10 +135,25 @@ void Group::all_reduce_mean(torch::Tensor& t) {
   t.div_(env_.world_size);
 }
 
+namespace {
+
+// Gloo takes contiguous tensors only: a channels-last one goes through a copy.
+template <typename F>
+void on_contiguous(torch::Tensor& t, F&& f) {
+  if (t.is_contiguous()) return f(t);
+  torch::Tensor c = t.contiguous();
+  f(c);
+  t.copy_(c);
+}
+
+}  // namespace
+
 void Group::all_reduce_sum(torch::Tensor& t) {
   guarded("all-reduce", [&] {
-    std::vector<torch::Tensor> ts{t};
-    pg_->allreduce(ts)->wait();
+    on_contiguous(t, [&](torch::Tensor& c) {
+      std::vector<torch::Tensor> ts{c};
+      pg_->allreduce(ts)->wait();
+    });
   });
 }
 void Group::all_reduce_mean_flat(const std::vector<torch::Tensor>& ts, int64_t bucket_bytes) {
@@ -165,10 +180,12 @@ void Group::all_reduce_mean_flat(const std::vector<torch::Tensor>& ts, int64_t b
 
 void Group::broadcast(torch::Tensor& t) {
   guarded("broadcast", [&] {
-    std::vector<torch::Tensor> ts{t};
-    c10d::BroadcastOptions o;
-    o.rootRank = 0;
-    pg_->broadcast(ts, o)->wait();
+    on_contiguous(t, [&](torch::Tensor& c) {
+      std::vector<torch::Tensor> ts{c};
+      c10d::BroadcastOptions o;
+      o.rootRank = 0;
+      pg_->broadcast(ts, o)->wait();
+    });
   });
 }
 

@@ -333,6 +333,7 @@ Model make_net(const config::Config& c, Mode mode, int channels, bool load_pretr
   } else {
     m.q.net = net;
   }
+  if (c.channels_last) m.q.net->to_channels_last();  // before any optimizer state exists
   return m;
 }
 
@@ -661,7 +662,7 @@ Position restore(const std::string& path, Model& m, torch::optim::SGD& opt, Cont
     if (it == momentum.end()) continue;
     MPQ_CHECK(it->second.sizes() == kv.value().sizes(), path, ": optimizer state of ", kv.key(), " has the wrong shape");
     auto s = std::make_unique<torch::optim::SGDParamState>();
-    s->momentum_buffer(it->second.to(ctx.device, kv.value().scalar_type()).clone());
+    s->momentum_buffer(torch::empty_like(kv.value()).copy_(it->second));  // the parameter's device, dtype, layout
     st[param_key(kv.value())] = std::move(s);
   }
   return pos;

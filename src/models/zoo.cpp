@@ -92,6 +92,19 @@ torch::Tensor BatchNormImpl::forward(const torch::Tensor& x) {
   return (x - v(mean)) * v(torch::rsqrt(var + options.eps()) * weight) + v(bias);
 }
 
+void NetImpl::to_channels_last() {
+  torch::NoGradGuard no_grad;
+  for (auto& p : parameters())
+    if (p.dim() == 4) p.set_data(p.data().contiguous(torch::MemoryFormat::ChannelsLast));
+  for (auto& b : buffers())
+    if (b.dim() == 4) b.set_data(b.data().contiguous(torch::MemoryFormat::ChannelsLast));
+  channels_last_ = true;
+}
+
+torch::Tensor NetImpl::in_layout(const torch::Tensor& t) const {
+  return channels_last_ && t.dim() == 4 ? t.contiguous(torch::MemoryFormat::ChannelsLast) : t;
+}
+
 void NetImpl::replace(const Slot& slot, nn::AnyModule m) {
   slot.owner->replace_module(slot.local, m.ptr());
   *slot.layer = std::move(m);
@@ -197,7 +210,7 @@ class ResNetImpl : public NetImpl {
   }
 
   torch::Tensor forward(torch::Tensor x) override {
-    x = torch::relu(bn1.forward(conv1.forward(x)));
+    x = torch::relu(bn1.forward(in_layout(conv1.forward(x))));
     if (!cifar_) x = torch::max_pool2d(x, 3, 2, 1);
     for (auto& b : blocks_) x = b->forward(x);
     x = torch::adaptive_avg_pool2d(x, {1, 1}).flatten(1);
@@ -261,7 +274,7 @@ class MobileNetV1Impl : public NetImpl {
   }
 
   torch::Tensor forward(torch::Tensor x) override {
-    x = torch::relu(first_bn.forward(first_conv.forward(x)));
+    x = torch::relu(first_bn.forward(in_layout(first_conv.forward(x))));
     for (auto& [name, u] : units_) x = u->forward(x);
     x = torch::adaptive_avg_pool2d(x, {1, 1}).flatten(1);
     return fc.forward(x);

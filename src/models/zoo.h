@@ -46,6 +46,19 @@ class NetImpl : public torch::nn::Module {
   void replace(const Slot& slot, torch::nn::AnyModule m);
   // Replaces the BatchNorm after the conv in `slot`, keeping its name.
   void replace_bn(const Slot& slot, torch::nn::AnyModule m);
+  // Puts every 4-D parameter and buffer in the channels-last layout (NHWC in
+  // memory), which oneDNN and cuDNN convolve without reordering, and makes
+  // forward move the stem's output to it (a one-channel input's layout is
+  // ambiguous, so the stem may not). Values and names are unchanged.
+  void to_channels_last();
+  bool channels_last() const { return channels_last_; }
+
+ protected:
+  // The stem's output in the network's layout.
+  torch::Tensor in_layout(const torch::Tensor& t) const;
+
+ private:
+  bool channels_last_ = false;
 };
 
 using Net = std::shared_ptr<NetImpl>;

@@ -105,11 +105,20 @@ double backward_kernel(const float* __restrict px, const float* __restrict pg, f
   return sum;
 }
 
+// Whether two tensors of one shape lay their elements out in the same order
+// (strides of size-1 dimensions do not matter).
+bool same_layout(const torch::Tensor& a, const torch::Tensor& b) {
+  for (int64_t d = 0; d < a.dim(); ++d)
+    if (a.size(d) > 1 && a.stride(d) != b.stride(d)) return false;
+  return true;
+}
+
 class LsqFunction : public torch::autograd::Function<LsqFunction> {
  public:
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& s,
                                double neg, double pos, double grad_scale, bool clamp_scale) {
-    const torch::Tensor xc = x.contiguous();
+    // Any dense layout (NCHW or channels-last): the kernels walk memory.
+    const torch::Tensor xc = x.contiguous(x.suggest_memory_format());
     const float s_raw = s.item<float>();
     const float sv = clamp_scale ? std::min(std::max(s_raw, static_cast<float>(kScaleMin)), static_cast<float>(kScaleMax))
                                  : s_raw;
@@ -127,7 +136,7 @@ class LsqFunction : public torch::autograd::Function<LsqFunction> {
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad_out) {
     const auto saved = ctx->get_saved_variables();
-    const torch::Tensor& x = saved[0];
+    torch::Tensor x = saved[0];
     const torch::Tensor& s = saved[1];
     const float n = static_cast<float>(ctx->saved_data["neg"].toDouble());
     const float p = static_cast<float>(ctx->saved_data["pos"].toDouble());
@@ -137,7 +146,13 @@ class LsqFunction : public torch::autograd::Function<LsqFunction> {
     const bool s_inside = !clamp_scale || (s_raw >= kScaleMin && s_raw <= kScaleMax);
     const float sv = clamp_scale ? std::min(std::max(s_raw, static_cast<float>(kScaleMin)), static_cast<float>(kScaleMax))
                                  : s_raw;
-    const torch::Tensor go = grad_out[0].contiguous();
+    // The gradient in the input's layout, so element i of each is the same
+    // element; where the layout is ambiguous (one channel, 1x1), both NCHW.
+    torch::Tensor go = grad_out[0].contiguous(x.suggest_memory_format());
+    if (!same_layout(go, x)) {
+      x = x.contiguous();
+      go = grad_out[0].contiguous();
+    }
     torch::Tensor gx = torch::empty_like(x);
     const double sum = backward_kernel(x.data_ptr<float>(), go.data_ptr<float>(), gx.data_ptr<float>(), x.numel(), sv, n, p);
     torch::Tensor gs = torch::full_like(s, s_inside ? static_cast<float>(sum * g) : 0.f);
