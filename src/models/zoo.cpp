@@ -92,6 +92,11 @@ torch::Tensor BatchNormImpl::forward(const torch::Tensor& x) {
   return (x - v(mean)) * v(torch::rsqrt(var + options.eps()) * weight) + v(bias);
 }
 
+torch::Tensor relu_before(const nn::AnyModule& next, const torch::Tensor& x) {
+  const auto* a = dynamic_cast<const ReluAbsorber*>(next.ptr().get());
+  return a != nullptr && a->absorbs_relu() ? x : torch::relu(x);
+}
+
 void NetImpl::to_channels_last() {
   torch::NoGradGuard no_grad;
   for (auto& p : parameters())
@@ -158,9 +163,9 @@ class BlockImpl : public nn::Module {
   }
 
   torch::Tensor forward(torch::Tensor x) {
-    torch::Tensor y = torch::relu(bn1.forward(conv1.forward(x)));
+    torch::Tensor y = relu_before(conv2, bn1.forward(conv1.forward(x)));
     if (bottleneck_) {
-      y = torch::relu(bn2.forward(conv2.forward(y)));
+      y = relu_before(conv3, bn2.forward(conv2.forward(y)));
       y = bn3.forward(conv3.forward(y));
     } else {
       y = bn2.forward(conv2.forward(y));
@@ -171,8 +176,8 @@ class BlockImpl : public nn::Module {
 
   void add_slots(const std::string& prefix, std::vector<Slot>& out) {
     out.push_back({prefix + "conv1", this, "conv1", &conv1, false, this, "bn1", &bn1});
-    out.push_back({prefix + "conv2", this, "conv2", &conv2, false, this, "bn2", &bn2});
-    if (bottleneck_) out.push_back({prefix + "conv3", this, "conv3", &conv3, false, this, "bn3", &bn3});
+    out.push_back({prefix + "conv2", this, "conv2", &conv2, false, this, "bn2", &bn2, /*after_relu=*/true});
+    if (bottleneck_) out.push_back({prefix + "conv3", this, "conv3", &conv3, false, this, "bn3", &bn3, true});
     if (downsample)
       out.push_back({prefix + "downsample.0", downsample.get(), "0", &ds_conv, false, downsample.get(), "1", &ds_bn});
   }

@@ -34,7 +34,21 @@ struct Slot {
   torch::nn::Module* bn_owner = nullptr;  // null for the fc
   std::string bn_local;                   // "bn1", "1", "bn"
   torch::nn::AnyModule* bn = nullptr;
+  // Its input is a ReLU's output used nowhere else, which the owner leaves
+  // to the layer when the layer absorbs it (see ReluAbsorber).
+  bool after_relu = false;
 };
+
+// A layer that can apply the ReLU before it itself: a quantized conv whose
+// unsigned input quantizer clamps at zero anyway, which spares the ReLU's
+// pass over memory in both directions, with the same numbers.
+struct ReluAbsorber {
+  virtual ~ReluAbsorber() = default;
+  virtual bool absorbs_relu() const = 0;
+};
+
+// relu(x), unless `next` (the layer x goes to, and nowhere else) absorbs it.
+torch::Tensor relu_before(const torch::nn::AnyModule& next, const torch::Tensor& x);
 
 // A zoo network: forward plus the slots of its conv and linear layers in
 // forward order (the geometry tables' order).

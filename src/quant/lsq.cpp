@@ -48,20 +48,21 @@ void forward_kernel(const float* __restrict px, float* __restrict py, int64_t nu
 // One element of the backward pass, without branches: writes the input
 // gradient (go inside [n, p], else 0) and returns go * ds. "Inside" is "the
 // clamp left v unchanged", which also holds at v == n and v == p.
-inline float grad_element(float x, float go, float& gx, float sv, float n, float p) {
+inline float grad_element(float x, float go, float& gx, float sv, float n, float p, bool relu) {
   const float v = x / sv;
   const float lo = v < n ? n : v;
   const float vc = lo > p ? p : lo;
-  const bool inside = vc == v;
+  const bool inside = vc == v && (!relu || v > n);
   gx = inside ? go : 0.f;
   return go * (round_half_even(vc) - (inside ? v : 0.f));
 }
 
 // Writes the input gradient and returns sum(go * ds) (ds = round(v) - v
 // inside, n or p outside), summed in fixed chunks and lanes in double so the
-// result does not depend on the thread count.
+// result does not depend on the thread count. `relu` (n == 0): v == 0 counts
+// as outside too, as relu's gradient is zero there.
 double backward_kernel(const float* __restrict px, const float* __restrict pg, float* __restrict pgx, int64_t numel,
-                       float sv, float n, float p) {
+                       float sv, float n, float p, bool relu) {
   constexpr int64_t kChunk = 1 << 14;
   constexpr int kLanes = 4;
   const int64_t chunks = (numel + kChunk - 1) / kChunk;
@@ -81,7 +82,8 @@ double backward_kernel(const float* __restrict px, const float* __restrict pg, f
         const __m128 v = _mm_div_ps(_mm_loadu_ps(px + i), vs);
         const __m128 g = _mm_loadu_ps(pg + i);
         const __m128 vc = _mm_min_ps(vp, _mm_max_ps(vn, v));  // v < n ? n : v, then > p ? p : ..
-        const __m128 inside = _mm_cmpeq_ps(vc, v);
+        __m128 inside = _mm_cmpeq_ps(vc, v);
+        if (relu) inside = _mm_and_ps(inside, _mm_cmpgt_ps(v, vn));
         const __m128 q = _mm_sub_ps(_mm_add_ps(vc, magic), magic);
         const __m128 ds = _mm_sub_ps(q, _mm_and_ps(inside, v));
         _mm_storeu_ps(pgx + i, _mm_and_ps(inside, g));
@@ -94,7 +96,7 @@ double backward_kernel(const float* __restrict px, const float* __restrict pg, f
       _mm_storeu_pd(tmp + 2, acc_hi);
       for (int k = 0; k < 4; ++k) lane[k] += tmp[k];
 #endif
-      for (; i < end; ++i) lane[0] += static_cast<double>(grad_element(px[i], pg[i], pgx[i], sv, n, p));
+      for (; i < end; ++i) lane[0] += static_cast<double>(grad_element(px[i], pg[i], pgx[i], sv, n, p, relu));
       double acc = 0;
       for (double l : lane) acc += l;
       partial[static_cast<size_t>(c)] = acc;
@@ -116,7 +118,7 @@ bool same_layout(const torch::Tensor& a, const torch::Tensor& b) {
 class LsqFunction : public torch::autograd::Function<LsqFunction> {
  public:
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& s,
-                               double neg, double pos, double grad_scale, bool clamp_scale) {
+                               double neg, double pos, double grad_scale, bool clamp_scale, bool relu) {
     // Any dense layout (NCHW or channels-last): the kernels walk memory.
     const torch::Tensor xc = x.contiguous(x.suggest_memory_format());
     const float s_raw = s.item<float>();
@@ -130,6 +132,7 @@ class LsqFunction : public torch::autograd::Function<LsqFunction> {
     ctx->saved_data["pos"] = pos;
     ctx->saved_data["grad_scale"] = grad_scale;
     ctx->saved_data["clamp_scale"] = clamp_scale;
+    ctx->saved_data["relu"] = relu;
     return y;
   }
 
@@ -142,6 +145,7 @@ class LsqFunction : public torch::autograd::Function<LsqFunction> {
     const float p = static_cast<float>(ctx->saved_data["pos"].toDouble());
     const double g = ctx->saved_data["grad_scale"].toDouble();
     const bool clamp_scale = ctx->saved_data["clamp_scale"].toBool();
+    const bool relu = ctx->saved_data["relu"].toBool();
     const float s_raw = s.item<float>();
     const bool s_inside = !clamp_scale || (s_raw >= kScaleMin && s_raw <= kScaleMax);
     const float sv = clamp_scale ? std::min(std::max(s_raw, static_cast<float>(kScaleMin)), static_cast<float>(kScaleMax))
@@ -154,9 +158,9 @@ class LsqFunction : public torch::autograd::Function<LsqFunction> {
       go = grad_out[0].contiguous();
     }
     torch::Tensor gx = torch::empty_like(x);
-    const double sum = backward_kernel(x.data_ptr<float>(), go.data_ptr<float>(), gx.data_ptr<float>(), x.numel(), sv, n, p);
+    const double sum = backward_kernel(x.data_ptr<float>(), go.data_ptr<float>(), gx.data_ptr<float>(), x.numel(), sv, n, p, relu);
     torch::Tensor gs = torch::full_like(s, s_inside ? static_cast<float>(sum * g) : 0.f);
-    return {gx, gs, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+    return {gx, gs, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
 
@@ -174,11 +178,12 @@ torch::Tensor lsq_quantize_reference(const torch::Tensor& x, const torch::Tensor
 }
 
 torch::Tensor lsq_quantize(const torch::Tensor& x, const torch::Tensor& s, Thresholds t, double grad_scale,
-                           bool clamp_scale) {
+                           bool clamp_scale, bool relu) {
   MPQ_ASSERT(s.numel() == 1, "lsq_quantize takes a one-element scale");
+  MPQ_ASSERT(!relu || t.neg == 0, "lsq_quantize: relu with signed thresholds");
   if (x.device().is_cpu() && x.scalar_type() == torch::kFloat && s.scalar_type() == torch::kFloat && s.device().is_cpu())
-    return LsqFunction::apply(x, s, t.neg, t.pos, grad_scale, clamp_scale);
-  return lsq_quantize_reference(x, s, t, grad_scale, clamp_scale);
+    return LsqFunction::apply(x, s, t.neg, t.pos, grad_scale, clamp_scale, relu);
+  return lsq_quantize_reference(relu ? torch::relu(x) : x, s, t, grad_scale, clamp_scale);
 }
 
 LsqQuantizerImpl::LsqQuantizerImpl(LsqQuantizerOptions options) : options_(std::move(options)) {
@@ -205,20 +210,22 @@ void LsqQuantizerImpl::init_from_weight(const torch::Tensor& w) {
   }
 }
 
-torch::Tensor LsqQuantizerImpl::forward(const torch::Tensor& x, int bits) {
-  if (bits <= 0 || bits >= 32) return x;
+torch::Tensor LsqQuantizerImpl::forward(const torch::Tensor& x, int bits, bool relu) {
+  MPQ_ASSERT(!relu || options_.all_positive, "quantizer: relu needs an unsigned quantizer");
+  if (bits <= 0 || bits >= 32) return relu ? torch::relu(x) : x;
   const int idx = index_of(bits);
   const Thresholds t = thresholds(bits, options_.all_positive, options_.symmetric);
   if (is_training() && init_state[idx].item<float>() == 0) {
     torch::NoGradGuard no_grad;
     // The mean in double: data-parallel ranks then agree with one process to the last bit.
-    torch::Tensor v = x.detach().abs().to(torch::kDouble).mean() * 2 / std::sqrt(t.pos);
+    const torch::Tensor xd = relu ? x.detach().clamp_min(0) : x.detach().abs();
+    torch::Tensor v = xd.to(torch::kDouble).mean() * 2 / std::sqrt(t.pos);
     if (all_reduce_mean) all_reduce_mean(v);
     s[idx].copy_(v);
     init_state[idx].fill_(1);
   }
   const double g = 1.0 / std::sqrt(t.pos * static_cast<double>(x.numel()) * numel_factor);
-  return lsq_quantize(x, s.narrow(0, idx, 1), t, g, options_.clamp_scale);
+  return lsq_quantize(x, s.narrow(0, idx, 1), t, g, options_.clamp_scale, relu);
 }
 
 }  // namespace mpq::quant

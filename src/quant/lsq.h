@@ -25,10 +25,13 @@ Thresholds thresholds(int bits, bool all_positive, bool symmetric);
 // The fused op: one pass forward, one pass backward computing the input and
 // scale gradients together, parallel over elements. `s` has one element.
 // `clamp_scale`: the scale used is clamp(s, 1e-5, 1) (indicator training), so
-// a scale outside that range gets no gradient. Float32 CPU tensors take the
-// fused kernel; other dtypes and devices the same math in ATen ops.
+// a scale outside that range gets no gradient. `relu` (unsigned thresholds
+// only): quantizes relu(x), exactly, without a pass of its own; the clamp at
+// zero already gives relu's values, and x <= 0 then gets no gradient.
+// Float32 CPU tensors take the fused kernel; other dtypes and devices the
+// same math in ATen ops.
 torch::Tensor lsq_quantize(const torch::Tensor& x, const torch::Tensor& s, Thresholds t, double grad_scale,
-                           bool clamp_scale);
+                           bool clamp_scale, bool relu = false);
 
 // The straight-through formulation with ordinary ATen ops, as the original
 // writes it; the reference for tests and benchmarks.
@@ -53,8 +56,9 @@ class LsqQuantizerImpl : public torch::nn::Module {
   // Quantizes x at `bits` (one of the candidates; >= 32 or 0 passes x through).
   // In training mode, the first use of a bit-width whose init_state is 0
   // initialises its scale as 2 * mean(|x|) / sqrt(p) (activations), averaged
-  // over ranks by `all_reduce_mean` when set.
-  torch::Tensor forward(const torch::Tensor& x, int bits);
+  // over ranks by `all_reduce_mean` when set. `relu`: quantizes relu(x)
+  // (an unsigned quantizer only; see lsq_quantize).
+  torch::Tensor forward(const torch::Tensor& x, int bits, bool relu = false);
 
   // Weight initialisation for every candidate: max(|mean - 3 std|, |mean + 3 std|) / 2^(b-1).
   void init_from_weight(const torch::Tensor& w);

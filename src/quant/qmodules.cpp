@@ -33,8 +33,10 @@ void QConv2dImpl::set_bits(int w, int a) {
   act_bits = a;
 }
 
+bool QConv2dImpl::absorbs_relu() const { return input_after_relu && quan_a_fn && act_bits > 0 && act_bits < 32; }
+
 torch::Tensor QConv2dImpl::forward(torch::Tensor x) {
-  if (quan_a_fn) x = quan_a_fn->forward(x, act_bits);
+  if (quan_a_fn) x = quan_a_fn->forward(x, act_bits, absorbs_relu());
   const torch::Tensor w = quan_w_fn->forward(weight, weight_bits);
   return torch::conv2d(x, w, bias, stride_, padding_, dilation_, groups_);
 }
@@ -113,6 +115,7 @@ QuantizedNet quantize_for_indicators(models::Net net, const std::vector<int>& ca
     const auto& s = slots[i];
     if (s.is_linear) continue;  // the fc, excepted
     QConv2d qc(as_conv(s), candidates, /*clamp_scale=*/true, /*quantize_input=*/true);
+    qc->input_after_relu = s.after_relu;
     net->replace(s, torch::nn::AnyModule(qc));
     auto* b = dynamic_cast<models::BatchNormImpl*>(s.bn->ptr().get());
     MPQ_ASSERT(b != nullptr, "no float BatchNorm after ", s.name);
@@ -157,6 +160,7 @@ QuantizedNet quantize_for_finetune(models::Net net, const std::vector<std::strin
       qc->quan_a_fn = qc->replace_module("quan_a_fn", LsqQuantizer(LsqQuantizerOptions{{act_bits[k]}, true, false, false}));
     }
     qc->set_bits(weight_bits[k], act_bits[k]);
+    qc->input_after_relu = s.after_relu;
     net->replace(s, torch::nn::AnyModule(qc));
     q.names.push_back(s.name);
     q.convs.push_back(qc);

@@ -23,11 +23,15 @@ namespace mpq::quant {
 
 // Conv2d with LSQ on its weight (signed) and, unless `quantize_input` is
 // false (the first conv: the image is not quantized), its input (unsigned).
-class QConv2dImpl : public torch::nn::Module {
+class QConv2dImpl : public torch::nn::Module, public models::ReluAbsorber {
  public:
   QConv2dImpl(const torch::nn::Conv2dImpl& src, const std::vector<int>& bits, bool clamp_scale, bool quantize_input);
   torch::Tensor forward(torch::Tensor x);
   void set_bits(int weight_bits, int act_bits);
+  // True when the input is a ReLU's that the owner may leave to this layer
+  // (Slot::after_relu) and the input quantizer is on: it then quantizes relu(x).
+  bool absorbs_relu() const override;
+  bool input_after_relu = false;
 
   torch::Tensor weight, bias;
   LsqQuantizer quan_w_fn{nullptr}, quan_a_fn{nullptr};

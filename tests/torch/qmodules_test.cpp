@@ -157,3 +157,64 @@ TEST(ChannelsLast, LsqOpIsExactInEitherLayout) {
   EXPECT_TRUE(torch::equal(gxa, gxb));
   EXPECT_NEAR(gsa.item<double>(), gsb.item<double>(), 1e-6 * std::abs(gsa.item<double>()));
 }
+
+// A ReLU absorbed by the next quantized conv: the same numbers as a ReLU pass.
+TEST(ReluAbsorption, LsqOpQuantizesReluOfItsInput) {
+  torch::manual_seed(6);
+  torch::Tensor x0 = torch::randn({4, 8, 6, 6});
+  x0.index_put_({torch::rand_like(x0) < 0.1}, 0.0);  // exact zeros: relu's gradient is zero there
+  const torch::Tensor go = torch::randn_like(x0);
+  const quant::Thresholds t = quant::thresholds(3, true, false);
+  auto run = [&](bool fused) {
+    torch::Tensor x = x0.clone().requires_grad_(true);
+    torch::Tensor s = torch::full({1}, 0.4).requires_grad_(true);
+    torch::Tensor y = fused ? quant::lsq_quantize(x, s, t, 0.1, false, /*relu=*/true)
+                            : quant::lsq_quantize(torch::relu(x), s, t, 0.1, false);
+    y.backward(go);
+    return std::make_tuple(y.detach(), x.grad(), s.grad());
+  };
+  const auto [ya, gxa, gsa] = run(false);
+  const auto [yb, gxb, gsb] = run(true);
+  EXPECT_TRUE(torch::equal(ya, yb));
+  EXPECT_TRUE(torch::equal(gxa, gxb));
+  EXPECT_TRUE(torch::equal(gsa, gsb));
+}
+
+TEST(ReluAbsorption, QuantizedResNetsComputeAlikeWithAndWithout) {
+  for (const char* arch : {"resnet20", "resnet50"}) {
+    for (bool joint : {false, true}) {
+      SCOPED_TRACE(std::string(arch) + (joint ? " joint" : " finetune"));
+      const bool r20 = std::string(arch) == "resnet20";
+      const int ch = r20 ? 1 : 3, hw = r20 ? 28 : 32;
+      auto make = [&] {
+        torch::manual_seed(7);
+        models::Net net = models::make_model(arch, {10, ch});
+        if (joint) return quant::quantize_for_indicators(net, {4, 2});
+        const auto names = search::zoo_geometry(arch, {hw, hw, ch, 10}).searchable_names();
+        return quant::quantize_for_finetune(net, names, std::vector<int>(names.size(), 3),
+                                            std::vector<int>(names.size(), 4));
+      };
+      quant::QuantizedNet a = make(), b = make();
+      int absorbed = 0;
+      for (auto& c : b.convs) {
+        absorbed += c->absorbs_relu();
+        c->input_after_relu = false;
+      }
+      EXPECT_EQ(absorbed, r20 ? 9 : 32);
+      torch::manual_seed(8);
+      const torch::Tensor x = torch::randn({4, ch, hw, hw});
+      for (int step = 0; step < 2; ++step) {  // the first initialises the activation scales
+        const torch::Tensor ya = a.net->forward(x), yb = b.net->forward(x);
+        ASSERT_TRUE(torch::equal(ya, yb));
+        const torch::Tensor r = torch::randn_like(ya);
+        (ya * r).sum().backward();
+        (yb * r).sum().backward();
+      }
+      const auto pa = a.net->named_parameters(), pb = b.net->named_parameters();
+      for (const auto& kv : pa) {
+        if (!kv.value().grad().defined()) continue;
+        EXPECT_TRUE(torch::equal(kv.value().grad(), pb[kv.key()].grad())) << kv.key();
+      }
+    }
+  }
+}
