@@ -115,7 +115,8 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
            "dataloader", "resume", "log", "arch", "freeze_weights", "pre_trained", "quan", "eval", "fp_model", "epochs",
            "smoothing", "opt", "lr", "momentum", "weight_decay", "sched", "min_lr", "decay_rate", "warmup_epochs",
            "warmup_lr", "decay_epochs", "cooldown_epochs", "val_cycle", "seed", "distill", "sync_bn",
-           "checkpoint_steps", "bn_calib_images", "dist_timeout", "threads", "pre_trained_strict", "channels_last"});
+           "checkpoint_steps", "bn_calib_images", "dist_timeout", "threads", "pre_trained_strict", "channels_last",
+           "dist_bucket_mb"});
   r.get("name", c.name);
   r.get_bits("target_bits", c.target_bits);
   r.get_bits("weight_bits", c.weight_bits);
@@ -233,6 +234,7 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
   r.get("checkpoint_steps", c.checkpoint_steps, 0, 1 << 30);
   r.get("bn_calib_images", c.bn_calib_images, 0, 1 << 30);
   r.get("dist_timeout", c.dist_timeout, 1, 1 << 20);
+  r.get("dist_bucket_mb", c.dist_bucket_mb, 0.001, 4096.0);
   r.get("threads", c.threads, 0, 4096);
   r.get("pre_trained_strict", c.pre_trained_strict);
   MPQ_CHECK(c.weight_bits.size() == c.act_bits.size(), path, ": weight_bits has ", c.weight_bits.size(),
@@ -290,6 +292,7 @@ std::string to_yaml(const Config& c) {
   e << YAML::Key << "checkpoint_steps" << YAML::Value << c.checkpoint_steps;
   e << YAML::Key << "bn_calib_images" << YAML::Value << c.bn_calib_images;
   e << YAML::Key << "dist_timeout" << YAML::Value << c.dist_timeout;
+  e << YAML::Key << "dist_bucket_mb" << YAML::Value << c.dist_bucket_mb;
   e << YAML::Key << "threads" << YAML::Value << c.threads;
   e << YAML::Key << "pre_trained_strict" << YAML::Value << c.pre_trained_strict;
   e << YAML::EndMap;

@@ -4,7 +4,10 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
+#include <algorithm>
 #include <cstdlib>
+#include <exception>
+#include <functional>
 #include <string>
 
 #include "mpq/common/error.h"
@@ -178,6 +181,40 @@ void Group::all_reduce_mean_flat(const std::vector<torch::Tensor>& ts, int64_t b
   }
 }
 
+namespace {
+
+class GlooPending : public Group::Pending {
+ public:
+  GlooPending(c10::intrusive_ptr<c10d::Work> w, std::function<void(std::exception_ptr)> fail)
+      : work_(std::move(w)), fail_(std::move(fail)) {}
+  void wait() override {
+    try {
+      work_->wait();
+    } catch (...) {
+      fail_(std::current_exception());
+    }
+  }
+
+ private:
+  c10::intrusive_ptr<c10d::Work> work_;
+  std::function<void(std::exception_ptr)> fail_;
+};
+
+}  // namespace
+
+std::unique_ptr<Group::Pending> Group::all_reduce_sum_async(torch::Tensor t) {
+  MPQ_ASSERT(t.is_contiguous(), "all_reduce_sum_async takes a contiguous tensor");
+  c10::intrusive_ptr<c10d::Work> w;
+  guarded("all-reduce", [&] {
+    std::vector<torch::Tensor> ts{std::move(t)};
+    w = pg_->allreduce(ts);
+  });
+  // A failure shows in wait(): named there as the blocking calls name it.
+  return std::make_unique<GlooPending>(std::move(w), [this](std::exception_ptr e) {
+    guarded("all-reduce", [&] { std::rethrow_exception(e); });
+  });
+}
+
 void Group::broadcast(torch::Tensor& t) {
   guarded("broadcast", [&] {
     on_contiguous(t, [&](torch::Tensor& c) {
@@ -187,6 +224,155 @@ void Group::broadcast(torch::Tensor& t) {
       pg_->broadcast(ts, o)->wait();
     });
   });
+}
+
+struct GradSync::State {
+  struct Bucket {
+    torch::Tensor buf;
+    std::vector<size_t> params;  // indices into State::params
+    size_t waiting = 0;          // parameters not yet copied in
+    std::unique_ptr<Group::Pending> pending;
+  };
+  Group* group = nullptr;
+  std::vector<torch::Tensor> params;
+  std::vector<size_t> bucket_of;
+  std::vector<int64_t> offset;
+  std::vector<char> ready;
+  std::vector<Bucket> buckets;
+  size_t next_launch = 0;
+  bool armed = false, accumulated = false, repeated = false;
+
+  // Starts every complete bucket from the next in order on.
+  void launch_ready() {
+    while (next_launch < buckets.size() && buckets[next_launch].waiting == 0) {
+      Bucket& b = buckets[next_launch++];
+      b.pending = group->all_reduce_sum_async(b.buf);
+    }
+  }
+  void copy_in(size_t i, const torch::Tensor& g) {
+    buckets[bucket_of[i]].buf.narrow(0, offset[i], params[i].numel()).copy_(g.reshape({-1}));
+  }
+  void on_grad(size_t i, const torch::Tensor& grad) {
+    if (!armed) return;
+    if (ready[i]) {  // a second gradient in one backward: finish() averages the final ones
+      repeated = true;
+      return;
+    }
+    ready[i] = 1;
+    const torch::Tensor& held = params[i].grad();
+    copy_in(i, accumulated && held.defined() ? held + grad : grad);
+    Bucket& b = buckets[bucket_of[i]];
+    if (--b.waiting == 0 && !repeated) launch_ready();
+  }
+};
+
+GradSync::GradSync(Group& group, std::vector<torch::Tensor> params, int64_t bucket_bytes, int64_t first_bucket_bytes)
+    : group_(group), state_(std::make_shared<State>()) {
+  State& st = *state_;
+  st.group = &group;
+  st.params = std::move(params);
+  const size_t n = st.params.size();
+  st.bucket_of.assign(n, 0);
+  st.offset.assign(n, 0);
+  st.ready.assign(n, 0);
+  // Buckets in reverse parameter order; a parameter larger than a bucket gets one of its own.
+  int64_t bytes = 0, numel = 0;
+  auto close_bucket = [&] {
+    if (!st.buckets.empty()) st.buckets.back().buf = torch::zeros({numel}, st.params[st.buckets.back().params.front()].options());
+  };
+  for (size_t k = n; k-- > 0;) {
+    const torch::Tensor& p = st.params[k];
+    bool start = st.buckets.empty();
+    if (!start) {
+      const torch::Tensor& head = st.params[st.buckets.back().params.front()];
+      const int64_t cap = st.buckets.size() == 1 ? first_bucket_bytes : bucket_bytes;
+      start = bytes + static_cast<int64_t>(p.nbytes()) > cap || head.scalar_type() != p.scalar_type() ||
+              head.device() != p.device();
+    }
+    if (start) {
+      close_bucket();
+      st.buckets.emplace_back();
+      bytes = numel = 0;
+    }
+    st.bucket_of[k] = st.buckets.size() - 1;
+    st.offset[k] = numel;
+    st.buckets.back().params.push_back(k);
+    bytes += static_cast<int64_t>(p.nbytes());
+    numel += p.numel();
+  }
+  close_bucket();
+  std::weak_ptr<State> weak = state_;
+  for (size_t k = 0; k < n; ++k) {
+    hooks_.push_back(st.params[k].register_hook([weak, k](const torch::Tensor& grad) {
+      if (auto s = weak.lock()) s->on_grad(k, grad);
+    }));
+  }
+}
+
+GradSync::~GradSync() {
+  for (size_t k = 0; k < hooks_.size(); ++k) state_->params[k].remove_hook(hooks_[k]);
+}
+
+size_t GradSync::num_buckets() const { return state_->buckets.size(); }
+
+void GradSync::arm(bool accumulated) {
+  State& st = *state_;
+  st.armed = true;
+  st.accumulated = accumulated;
+  st.repeated = false;
+  st.next_launch = 0;
+  std::fill(st.ready.begin(), st.ready.end(), 0);
+  for (auto& b : st.buckets) {
+    b.waiting = b.params.size();
+    b.pending.reset();
+  }
+}
+
+void GradSync::finish() {
+  State& st = *state_;
+  if (!st.armed) return;
+  st.armed = false;
+  launched_early_ = st.next_launch;
+  const int world = group_.env().world_size;
+  if (st.repeated) {
+    // Some parameter took part twice: what was sent may not be final. Wait
+    // for it (every rank started the same buckets), then average afresh.
+    for (auto& b : st.buckets)
+      if (b.pending) b.pending->wait();
+    std::fill(st.ready.begin(), st.ready.end(), 0);
+    st.next_launch = 0;
+    launched_early_ = 0;
+  }
+  std::vector<char> had(st.params.size(), 0);
+  for (size_t i = 0; i < st.params.size(); ++i) {
+    had[i] = st.ready[i] || st.params[i].grad().defined();
+    if (st.ready[i]) continue;
+    // No gradient this backward: what it holds, or zeros (not written back).
+    if (had[i]) {
+      st.copy_in(i, st.params[i].grad());
+    } else {
+      st.buckets[st.bucket_of[i]].buf.narrow(0, st.offset[i], st.params[i].numel()).zero_();
+    }
+    st.ready[i] = 1;
+  }
+  for (auto& b : st.buckets) b.waiting = 0;
+  st.launch_ready();
+  for (auto& b : st.buckets) {
+    b.pending->wait();
+    b.pending.reset();
+    b.buf.div_(world);
+  }
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < st.params.size(); ++i) {
+    if (!had[i]) continue;
+    torch::Tensor& p = st.params[i];
+    const torch::Tensor avg = st.buckets[st.bucket_of[i]].buf.narrow(0, st.offset[i], p.numel()).view(p.sizes());
+    if (p.grad().defined()) {
+      p.mutable_grad().copy_(avg);
+    } else {
+      p.mutable_grad() = torch::empty_like(p).copy_(avg);
+    }
+  }
 }
 
 }  // namespace mpq::dist

@@ -53,6 +53,15 @@ class Group {
   // Rank 0's values everywhere, in place.
   void broadcast(torch::Tensor& t);
 
+  // A sum over ranks started in the background: wait() blocks until `t`
+  // (contiguous) holds it, and fails as the blocking calls do.
+  class Pending {
+   public:
+    virtual ~Pending() = default;
+    virtual void wait() = 0;
+  };
+  std::unique_ptr<Pending> all_reduce_sum_async(torch::Tensor t);
+
  private:
   template <typename F>
   void guarded(const char* what, F&& f);
@@ -64,6 +73,42 @@ class Group {
   std::shared_ptr<c10d::ProcessGroup> pg_;
   std::atomic<bool> stop_{false};
   std::thread heartbeat_;
+};
+
+// Gradient averaging overlapped with backward, as PyTorch's DDP does it:
+// the parameters, in reverse order (the order backward produces their
+// gradients), are cut into buckets (the first of about 1 MB, the others of
+// about `bucket_bytes`); a hook on each parameter copies its gradient into
+// its bucket's flat buffer as soon as autograd computes it, and a full
+// bucket starts its all-reduce at once (buckets start in order, the same on
+// every rank) while backward goes on. finish() starts what is left, waits,
+// and writes the averages into the parameters' gradients.
+//
+// arm() before the backward that ends the step; with `accumulated` the
+// gradients of earlier backwards of the step (the joint step's candidates)
+// are added, as autograd will add them. Backwards while not armed (those
+// earlier ones) are left alone. Parameters that get no gradient on this
+// backward are averaged in finish() from what they hold; those without a
+// gradient stay without one (every rank agrees: the graphs are the same).
+class GradSync {
+ public:
+  GradSync(Group& group, std::vector<torch::Tensor> params, int64_t bucket_bytes = 25 << 20,
+           int64_t first_bucket_bytes = 1 << 20);
+  ~GradSync();
+  GradSync(const GradSync&) = delete;
+  GradSync& operator=(const GradSync&) = delete;
+  void arm(bool accumulated);
+  void finish();
+  size_t num_buckets() const;
+  // Buckets whose all-reduce started before finish() in the last step.
+  size_t launched_during_backward() const { return launched_early_; }
+
+ private:
+  struct State;
+  Group& group_;
+  std::shared_ptr<State> state_;
+  std::vector<unsigned> hooks_;
+  size_t launched_early_ = 0;
 };
 
 }  // namespace mpq::dist

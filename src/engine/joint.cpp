@@ -49,7 +49,7 @@ std::vector<double> joint_step(quant::QuantizedNet& q, torch::optim::Optimizer& 
   opt.zero_grad();
   std::vector<double> losses;
   torch::Tensor teacher;  // distillation: the first candidate's probabilities
-  auto run = [&] {
+  auto run = [&](bool last) {
     const torch::Tensor out = q.net->forward(x);
     torch::Tensor loss;
     if (teacher.defined()) {
@@ -58,15 +58,16 @@ std::vector<double> joint_step(quant::QuantizedNet& q, torch::optim::Optimizer& 
       loss = label_smoothing_ce(out, y, o.smoothing);
       if (o.distill) teacher = torch::softmax(out.detach(), -1);
     }
+    if (last && o.before_last_backward) o.before_last_backward();
     loss.backward();  // gradients accumulate over the candidates and the mixed policy
     losses.push_back(loss.item<double>());
   };
   for (int b : q.candidates) {
     q.set_uniform(b);
-    run();
+    run(false);
   }
   q.set_mixed(mixed);
-  run();
+  run(true);
   if (o.after_backward) o.after_backward();
   clip_and_drop_zero_grads(*q.net, o.clip);
   opt.step();

@@ -37,12 +37,14 @@ std::vector<int> sample_policy(std::mt19937_64& rng, const std::vector<int>& can
 //
 // `options.distill`: in-place distillation; the first candidate learns from
 // the labels, every other forward from the first candidate's softmax
-// (detached). `options.after_backward` runs once all gradients are in, before
-// the clip (the distributed gradient all-reduce).
+// (detached). `options.before_last_backward` runs before the mixed policy's
+// backward, `options.after_backward` once all gradients are in, before the
+// clip (the distributed gradient all-reduce, overlapped with that backward).
 struct JointOptions {
   double smoothing = 0.1;
   double clip = 1.0;
   bool distill = false;
+  std::function<void()> before_last_backward;
   std::function<void()> after_backward;
 };
 std::vector<double> joint_step(quant::QuantizedNet& q, torch::optim::Optimizer& opt, const torch::Tensor& x,

@@ -782,18 +782,18 @@ void train(const config::Config& c, Mode mode) {
   SignalScope signals;
   const int64_t total_steps = static_cast<int64_t>(epochs - pos.epoch) * nb - pos.batch;
   Progress progress(ctx.rank0(), c.print_freq, std::max<int64_t>(total_steps, 1), mode != Mode::kJoint);
-  std::vector<torch::Tensor> params = m.q.net->parameters();
-  auto all_reduce_grads = [&] {
-    if (!ctx.group) return;
-    std::vector<torch::Tensor> grads;
-    for (auto& p : params)
-      if (p.grad().defined()) grads.push_back(p.mutable_grad());
-    ctx.group->all_reduce_mean_flat(grads);
-  };
+  // Gradients averaged over ranks while the step's last backward runs (DDP's buckets).
+  std::unique_ptr<dist::GradSync> grad_sync;
+  if (ctx.group)
+    grad_sync = std::make_unique<dist::GradSync>(*ctx.group, m.q.net->parameters(),
+                                                 static_cast<int64_t>(c.dist_bucket_mb * (1 << 20)));
   JointOptions jo;
   jo.smoothing = c.smoothing;
   jo.distill = c.distill;
-  jo.after_backward = all_reduce_grads;
+  if (grad_sync) {
+    jo.before_last_backward = [&] { grad_sync->arm(/*accumulated=*/true); };
+    jo.after_backward = [&] { grad_sync->finish(); };
+  }
   auto checkpoint = [&](const std::string& path) {
     if (!ctx.rank0()) return;
     std::ostringstream rng;
@@ -826,8 +826,9 @@ void train(const config::Config& c, Mode mode) {
         opt->zero_grad();
         const torch::Tensor out = m.q.net->forward(x);
         const torch::Tensor l = label_smoothing_ce(out, y, c.smoothing);
+        if (grad_sync) grad_sync->arm(/*accumulated=*/false);  // zero_grad left zeros
         l.backward();
-        all_reduce_grads();
+        if (grad_sync) grad_sync->finish();
         const double loss = l.item<double>();
         finite = std::isfinite(loss);
         if (finite) opt->step();
