@@ -116,7 +116,7 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
            "smoothing", "opt", "lr", "momentum", "weight_decay", "sched", "min_lr", "decay_rate", "warmup_epochs",
            "warmup_lr", "decay_epochs", "cooldown_epochs", "val_cycle", "seed", "distill", "sync_bn",
            "checkpoint_steps", "bn_calib_images", "dist_timeout", "threads", "pre_trained_strict", "channels_last",
-           "dist_bucket_mb"});
+           "dist_bucket_mb", "dtype"});
   r.get("name", c.name);
   r.get_bits("target_bits", c.target_bits);
   r.get_bits("weight_bits", c.weight_bits);
@@ -231,6 +231,9 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
   r.get("distill", c.distill);
   r.get("sync_bn", c.sync_bn);
   r.get("channels_last", c.channels_last);
+  r.get("dtype", c.dtype);
+  if (c.dtype != "float32" && c.dtype != "float64")
+    throw InputError(where(path, r.at("dtype")) + ": dtype '" + c.dtype + "' is not one of float32, float64");
   r.get("checkpoint_steps", c.checkpoint_steps, 0, 1 << 30);
   r.get("bn_calib_images", c.bn_calib_images, 0, 1 << 30);
   r.get("dist_timeout", c.dist_timeout, 1, 1 << 20);
@@ -289,6 +292,7 @@ std::string to_yaml(const Config& c) {
   e << YAML::Key << "distill" << YAML::Value << c.distill;
   e << YAML::Key << "sync_bn" << YAML::Value << c.sync_bn;
   e << YAML::Key << "channels_last" << YAML::Value << c.channels_last;
+  e << YAML::Key << "dtype" << YAML::Value << c.dtype;
   e << YAML::Key << "checkpoint_steps" << YAML::Value << c.checkpoint_steps;
   e << YAML::Key << "bn_calib_images" << YAML::Value << c.bn_calib_images;
   e << YAML::Key << "dist_timeout" << YAML::Value << c.dist_timeout;

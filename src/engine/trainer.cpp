@@ -271,6 +271,11 @@ struct Model {
   std::string arch;
   int channels = 1, num_classes = 10;
   int64_t input_size = 0;  // image side, recorded so extract writes the right geometry
+  torch::Dtype dtype = torch::kFloat;
+  // A batch of images on the model's device, in its dtype.
+  torch::Tensor input(const torch::Tensor& images, const torch::Device& device) const {
+    return images.to(device, dtype);
+  }
 };
 
 bool is_quantized_checkpoint(const torchio::StateDict& s) {
@@ -332,6 +337,10 @@ Model make_net(const config::Config& c, Mode mode, int channels, bool load_pretr
     if (quantized_ck) load_into(*net, *ck, c.pre_trained_strict, c.pre_trained);
   } else {
     m.q.net = net;
+  }
+  if (c.dtype == "float64") {
+    m.dtype = torch::kDouble;
+    m.q.net->to(torch::kDouble);
   }
   if (c.channels_last) m.q.net->to_channels_last();  // before any optimizer state exists
   return m;
@@ -502,7 +511,7 @@ Meter validate(Context& ctx, Model& m, Loader& val, double smoothing) {
   val.set_epoch(0);
   for (int64_t i = 0; i < val.num_batches(); ++i) {
     data::Batch b = val.batch(i);
-    const torch::Tensor x = b.images.to(ctx.device), y = b.labels.to(ctx.device);
+    const torch::Tensor x = m.input(b.images, ctx.device), y = b.labels.to(ctx.device);
     const torch::Tensor out = m.q.net->forward(x);
     meter.add(out, y, label_smoothing_ce(out, y, smoothing).item<double>());
   }
@@ -532,7 +541,7 @@ void recalibrate_bn(Context& ctx, Model& m, Loader& calib, int images) {
   const int64_t share = (images + ctx.env.world_size - 1) / ctx.env.world_size;
   for (int64_t i = 0; i < calib.num_batches() && seen < share; ++i) {
     data::Batch b = calib.batch(i);
-    m.q.net->forward(b.images.to(ctx.device));
+    m.q.net->forward(m.input(b.images, ctx.device));
     seen += b.images.size(0);
   }
   for (size_t k = 0; k < bns.size(); ++k) bns[k]->options.momentum(momenta[k]);
@@ -813,7 +822,7 @@ void train(const config::Config& c, Mode mode) {
                                      c.dataloader.workers, 2 * c.dataloader.workers + 2);
     while (pos.batch < nb) {
       data::Batch b = pf.next();
-      const torch::Tensor x = b.images.to(ctx.device), y = b.labels.to(ctx.device);
+      const torch::Tensor x = m.input(b.images, ctx.device), y = b.labels.to(ctx.device);
       bool finite = true;
       if (mode == Mode::kJoint) {
         const std::vector<int> mixed = sample_policy(policy_rng, m.q.candidates, m.q.convs.size());

@@ -65,7 +65,7 @@ void compare_one_and_two(const Fixture& f, const char* kind, const std::vector<s
 // BatchNorm, the averaged activation-scale initialisation and the same mixed
 // policy on every rank all show in it.
 TEST(Distributed, TwoProcessesOfBatchBEqualOneOfBatch2BAfterOneStep) {
-  for (const char* kind : {"fp", "finetune"}) {
+  for (const char* kind : {"fp", "finetune", "pretrain"}) {
     Fixture f;
     compare_one_and_two(f, kind, {"dataloader.fraction=0.125"}, 1e-5);  // 30 images: one step
   }
@@ -83,26 +83,34 @@ TEST(Distributed, TwoProcessesOfBatchBEqualOneOfBatch2BOverThreeSteps) {
                       1e-5);
 }
 
-// Not met (issue 6): quantized training over several steps here, and the
-// joint step even after one (1.05e-5). What breaks it is float summation
-// order, not the data-parallel code: runs agree to ~1e-7 until some value
-// lands within rounding noise of an LSQ rounding boundary, and training then
-// amplifies the flip. One process against itself with 1 and 2 threads
-// (native BatchNorm, nothing distributed) shows the same: on Fashion-MNIST
-// from trained weights, quantized finetuning 2.7e-7 after 4 steps (two
-// processes against one: 2.4e-7) but 3.7e-3 after 10 (two against one:
-// 8e-4); from random weights at lr 0.05 even full precision drifts 1e-6,
-// 6e-5, 5e-4, 1.8e-2 after 1, 2, 3, 6 steps. On this test's synthetic data
-// quantized finetuning from trained weights is 4.6e-3 apart after 3 steps.
-TEST(Distributed, DISABLED_QuantizedTwoProcessesOfBatchBEqualOneOfBatch2BOverSeveralSteps) {
+// Quantized finetuning and indicator training over several steps, in
+// float64. In float32 the runs drift apart by more than 1e-5 after a few
+// quantized steps, and the cause is float summation order, not the
+// data-parallel code: runs agree to ~1e-7 until some value lands within
+// rounding noise of an LSQ rounding boundary, and training then amplifies the
+// flip. One process against itself with 1 and 2 threads (nothing
+// distributed) shows the same: on Fashion-MNIST from trained weights,
+// quantized finetuning 2.7e-7 after 4 steps (two processes against one:
+// 2.4e-7) but 3.7e-3 after 10 (two against one: 8e-4); from random weights
+// at lr 0.05 even full precision drifts 1e-6, 6e-5, 5e-4, 1.8e-2 after 1, 2,
+// 3, 6 steps. float64 takes that noise down by nine orders of magnitude, so
+// what is left to compare is the data-parallel semantics themselves.
+// Not covered here, and not explained: indicator training from random
+// weights in float64 differs after one step (1.5e-3) whenever 2 bits is one
+// of several candidates ({3,2} and {4,3,2}; {4,3}, {2} and {3} agree). The
+// losses agree to 1e-13 and the gradients first differ at layer3.2.conv1
+// (from the output), so a discontinuity (a rounding or clamp boundary, a
+// ReLU at zero) is decided by last-bit differences; float32, which casts
+// the double BatchNorm and scale statistics, agrees within 1e-5 (the
+// one-step test above).
+TEST(Distributed, QuantizedTwoProcessesOfBatchBEqualOneOfBatch2BOverSeveralStepsInFloat64) {
   Fixture f;
   const Result fp = mpq_run("finetune " + f.config("fp", "fp", "epochs: 5\nlr: 0.1\nwarmup_epochs: 0\ncheckpoint_steps: 0\n"), f.dir);
   ASSERT_EQ(fp.code, 0) << fp.err;
   const std::vector<std::string> sets{"pre_trained=" + f.run_dir("fp") + "/best.pt", "lr=0.005", "warmup_epochs=0",
-                                      "dataloader.fraction=0.375"};
+                                      "dataloader.fraction=0.5", "dtype=float64"};  // 128 images: four steps
   compare_one_and_two(f, "finetune", sets, 1e-5);
   compare_one_and_two(f, "pretrain", sets, 1e-5);
-  compare_one_and_two(f, "pretrain", {"dataloader.fraction=0.125"}, 1e-5);
 }
 
 TEST(Distributed, ALostRankIsNamedAndTheRunResumesOnOneProcess) {
