@@ -313,8 +313,6 @@ GradSync::~GradSync() {
   for (size_t k = 0; k < hooks_.size(); ++k) state_->params[k].remove_hook(hooks_[k]);
 }
 
-size_t GradSync::num_buckets() const { return state_->buckets.size(); }
-
 void GradSync::arm(bool accumulated) {
   State& st = *state_;
   st.armed = true;

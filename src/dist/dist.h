@@ -99,7 +99,6 @@ class GradSync {
   GradSync& operator=(const GradSync&) = delete;
   void arm(bool accumulated);
   void finish();
-  size_t num_buckets() const;
   // Buckets whose all-reduce started before finish() in the last step.
   size_t launched_during_backward() const { return launched_early_; }
 
