@@ -9,6 +9,8 @@
 
 #include <torch/torch.h>
 
+#include "mpq/common/malloc_tuning.h"
+
 #include "quant/lsq.h"
 
 using namespace mpq::quant;
@@ -37,6 +39,8 @@ double median_ms(const torch::Tensor& x0, bool fused, int repeats, bool all_posi
 
 int main(int argc, char** argv) {
   const int repeats = argc > 1 ? std::atoi(argv[1]) : 11;
+  // As mpq's torch commands do; MPQ_MALLOC=system measures glibc's defaults.
+  std::fprintf(stderr, "%s\n", mpq::tune_malloc_for_training().c_str());
   if (argc > 2) torch::set_num_threads(std::atoi(argv[2]));
   torch::manual_seed(0);
   struct Case {

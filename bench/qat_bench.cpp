@@ -2,7 +2,8 @@
 // against the same step in full precision, interleaved in one run: medians
 // over N steps after warm-up. Usage: qat_bench [steps] [threads]
 // Environment: MPQ_NCHW=1 NCHW instead of channels-last; MPQ_CASE=resnet20
-// one model only; MPQ_PROFILE=DIR Chrome traces of three steps of each.
+// one model only; MPQ_PROFILE=DIR Chrome traces of three steps of each;
+// MPQ_MALLOC=system glibc's malloc defaults instead of mpq's settings.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -10,6 +11,8 @@
 #include <vector>
 
 #include <torch/torch.h>
+
+#include "mpq/common/malloc_tuning.h"
 #include <torch/csrc/autograd/profiler_legacy.h>
 
 #include "models/zoo.h"
@@ -59,6 +62,8 @@ double median(std::vector<double> v) {
 
 int main(int argc, char** argv) {
   const int steps = argc > 1 ? std::atoi(argv[1]) : 9;
+  // As mpq's torch commands do; MPQ_MALLOC=system measures glibc's defaults.
+  std::fprintf(stderr, "%s\n", mpq::tune_malloc_for_training().c_str());
   if (argc > 2) torch::set_num_threads(std::atoi(argv[2]));
   struct Case {
     const char* model;

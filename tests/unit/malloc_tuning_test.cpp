@@ -1,0 +1,49 @@
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
+#include "mpq/common/malloc_tuning.h"
+
+namespace {
+
+#if defined(__GLIBC__) && !defined(__SANITIZE_ADDRESS__)
+// Whether a fresh 48 MB block (above glibc's largest mmap threshold) is mmapped.
+bool large_block_is_mmapped() {
+  const size_t before = mallinfo2().hblks;
+  auto* p = static_cast<volatile char*>(std::malloc(48u << 20));
+  p[0] = 1;
+  const bool mmapped = mallinfo2().hblks > before;
+  std::free(const_cast<char*>(p));
+  return mmapped;
+}
+#endif
+
+}  // namespace
+
+// One test, in order: settings are process-wide and cannot be undone.
+TEST(MallocTuning, OptOutsAreRespectedThenLargeBlocksStayInTheHeap) {
+#if defined(__GLIBC__) && !defined(__SANITIZE_ADDRESS__)
+  const char* tunables = std::getenv("GLIBC_TUNABLES");
+  if (tunables && std::strstr(tunables, "glibc.malloc.")) GTEST_SKIP() << "GLIBC_TUNABLES sets malloc";
+  ASSERT_TRUE(large_block_is_mmapped()) << "glibc's default: blocks above 32 MB are mmapped";
+
+  setenv("MPQ_MALLOC", "system", 1);
+  EXPECT_NE(mpq::tune_malloc_for_training().find("MPQ_MALLOC=system"), std::string::npos);
+  unsetenv("MPQ_MALLOC");
+  setenv("MALLOC_TRIM_THRESHOLD_", "1000", 1);
+  EXPECT_NE(mpq::tune_malloc_for_training().find("environment"), std::string::npos);
+  unsetenv("MALLOC_TRIM_THRESHOLD_");
+  EXPECT_TRUE(large_block_is_mmapped()) << "an opt-out changed the settings";
+
+  EXPECT_NE(mpq::tune_malloc_for_training().find("heap only"), std::string::npos);
+  EXPECT_FALSE(large_block_is_mmapped());
+#else
+  GTEST_SKIP() << "glibc's malloc only";
+#endif
+}
