@@ -91,6 +91,15 @@ int main(int argc, char** argv) {
       }
     }
     const double mf = median(tf), mq = median(tq);
+    // On a shared machine: the spread of each, and the median of the ratios
+    // of adjacent steps (which saw the same neighbours), on stderr.
+    std::vector<double> paired;
+    for (size_t i = 0; i < tf.size(); ++i) paired.push_back(tq[i] / tf[i]);
+    std::fprintf(stderr, "%s: FP min %.1f median %.1f max %.1f ms; W4A4 min %.1f median %.1f max %.1f ms; "
+                 "min / min %.2fx, median of paired ratios %.2fx\n", c.model, *std::min_element(tf.begin(), tf.end()) * 1e3,
+                 mf * 1e3, *std::max_element(tf.begin(), tf.end()) * 1e3, *std::min_element(tq.begin(), tq.end()) * 1e3,
+                 mq * 1e3, *std::max_element(tq.begin(), tq.end()) * 1e3,
+                 *std::min_element(tq.begin(), tq.end()) / *std::min_element(tf.begin(), tf.end()), median(paired));
     // MPQ_PROFILE=DIR: three more steps of each under the autograd profiler,
     // written as Chrome traces DIR/<model>_{fp,w4a4}.json.
     if (const char* dir = std::getenv("MPQ_PROFILE")) {
