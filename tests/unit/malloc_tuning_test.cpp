@@ -31,6 +31,8 @@ TEST(MallocTuning, OptOutsAreRespectedThenLargeBlocksStayInTheHeap) {
 #if defined(__GLIBC__) && !defined(__SANITIZE_ADDRESS__)
   const char* tunables = std::getenv("GLIBC_TUNABLES");
   if (tunables && std::strstr(tunables, "glibc.malloc.")) GTEST_SKIP() << "GLIBC_TUNABLES sets malloc";
+  for (const char* v : {"MALLOC_MMAP_MAX_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_"})
+    if (std::getenv(v)) GTEST_SKIP() << v << " sets malloc";
   ASSERT_TRUE(large_block_is_mmapped()) << "glibc's default: blocks above 32 MB are mmapped";
 
   setenv("MPQ_MALLOC", "system", 1);

@@ -5,9 +5,9 @@
 // trimmed) and handed back to the kernel on free, so every step pays fresh
 // page faults and the kernel zeroing the pages again: measured on ResNet-18
 // at batch 16, 3.3M minor faults in one qat_bench run, and steps 7% (FP) to
-// 15% (W4A4) slower than without (docs/BENCHMARKS.md). Keeping freed memory in the heap (no mmap, no trim)
-// removes them; the process keeps its peak footprint, as PyTorch's CUDA
-// caching allocator does on the GPU.
+// 15% (W4A4) slower than without (docs/BENCHMARKS.md). Keeping freed memory
+// in the heap (no mmap, no trim) removes them; the process keeps its peak
+// footprint, as PyTorch's CUDA caching allocator does on the GPU.
 #pragma once
 
 #include <string>
