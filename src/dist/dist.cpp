@@ -1,6 +1,7 @@
 #define USE_C10D_GLOO 1
 #include "dist/dist.h"
 
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
@@ -39,6 +40,8 @@ Env env_from_environment() {
   e.local_world_size = env_int("LOCAL_WORLD_SIZE", 1, 1, 1 << 20);
   if (const char* a = std::getenv("MASTER_ADDR"); a && *a) e.master_addr = a;
   e.master_port = env_int("MASTER_PORT", 29500, 1, 65535);
+  if (const char* a = std::getenv("TORCHELASTIC_USE_AGENT_STORE")) e.agent_store = std::string(a) == "True";
+  e.restart_count = env_int("TORCHELASTIC_RESTART_COUNT", 0, 0, 1 << 20);
   MPQ_CHECK(!e.distributed() || std::getenv("MASTER_ADDR") != nullptr,
             "environment: WORLD_SIZE=", e.world_size, " but MASTER_ADDR is not set (launch with torchrun, or set "
             "MASTER_ADDR and MASTER_PORT)");
@@ -59,16 +62,23 @@ constexpr int kHeartbeatMs = 1000;
 Group::Group(const Env& env, std::chrono::milliseconds timeout) : env_(env), timeout_(timeout) {
   c10d::TCPStoreOptions so;
   so.port = static_cast<uint16_t>(env.master_port);
-  so.isServer = env.rank == 0;
+  so.isServer = env.rank == 0 && !env.agent_store;
   so.numWorkers = env.world_size;
   so.waitWorkers = true;
   so.timeout = timeout;
+  // Under torchrun's agent store, this attempt's keys apart from earlier ones.
+  const std::string prefix = env.agent_store ? "/worker/attempt_" + std::to_string(env.restart_count) : "";
+  const auto scoped = [&prefix](c10::intrusive_ptr<c10d::Store> s) -> c10::intrusive_ptr<c10d::Store> {
+    if (prefix.empty()) return s;
+    return c10::make_intrusive<c10d::PrefixStore>(prefix, std::move(s));
+  };
   try {
-    store_ = c10::make_intrusive<c10d::TCPStore>(env.master_addr, so);
+    store_ = scoped(c10::make_intrusive<c10d::TCPStore>(env.master_addr, so));
   } catch (const std::exception& e) {
     throw RuntimeError(detail::concat("rank ", env.rank, ": cannot reach the master at ", env.master_addr, ":",
                                       env.master_port, " within ", timeout.count() / 1000, " s (", first_line(e.what()),
-                                      "); check MASTER_ADDR/MASTER_PORT and that rank 0 is running"));
+                                      "); check MASTER_ADDR/MASTER_PORT and that ",
+                                      env.agent_store ? "torchrun's agent" : "rank 0", " is running"));
   }
   auto opts = c10d::ProcessGroupGloo::Options::create();
   opts->timeout = timeout;
@@ -78,7 +88,7 @@ Group::Group(const Env& env, std::chrono::milliseconds timeout) : env_(env), tim
   c10d::TCPStoreOptions ho = so;
   ho.isServer = false;
   ho.waitWorkers = false;
-  auto hb = c10::make_intrusive<c10d::TCPStore>(env.master_addr, ho);
+  auto hb = scoped(c10::make_intrusive<c10d::TCPStore>(env.master_addr, ho));
   heartbeat_ = std::thread([this, hb] {
     const std::string key = "mpq/heartbeat/" + std::to_string(env_.rank);
     while (!stop_.load()) {

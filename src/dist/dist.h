@@ -26,6 +26,12 @@ struct Env {
   int rank = 0, world_size = 1, local_rank = 0, local_world_size = 1;
   std::string master_addr = "127.0.0.1";
   int master_port = 29500;
+  // torchrun's agent already serves the store at MASTER_ADDR:MASTER_PORT
+  // (TORCHELASTIC_USE_AGENT_STORE=True): every rank joins it as a client,
+  // under /worker/attempt_<TORCHELASTIC_RESTART_COUNT>/, as PyTorch's env://
+  // rendezvous does. Otherwise rank 0 serves it.
+  bool agent_store = false;
+  int restart_count = 0;
   bool distributed() const { return world_size > 1; }
 };
 

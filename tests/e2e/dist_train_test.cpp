@@ -184,21 +184,31 @@ TEST(Distributed, TorchrunLaunchesMpq) {
   if (std::system("command -v torchrun >/dev/null 2>&1") != 0)
     GTEST_SKIP() << "torchrun not installed (Debian's python3-torch provides it)";
   Fixture f;
-  // Debian 12's torchrun (torch 1.13 under Python 3.11) cannot start any
-  // worker ("to_map: 'NoneType' object has no attribute 'get'", a Python
-  // 3.11 enum change); then there is nothing of mpq's to test.
-  const std::string probe = "torchrun --no_python --nproc_per_node=1 --master_port=" + std::to_string(free_port()) +
-                            " /bin/true >" + f.dir.file("probe") + " 2>&1";
+  // Debian 12's torchrun (torch 1.13 under Python 3.11) cannot start a
+  // worker with its default --redirects/--tee of 0 ("to_map: 'NoneType'
+  // object has no attribute 'get'": Python 3.11 no longer iterates the zero
+  // flag Std.NONE, so "0" parses to None). Any single-flag value parses, so
+  // stderr goes to per-rank log files and is teed to the console (-r 2 -t 2),
+  // which newer torchruns accept too. 1.13 spells --no-python --no_python.
+  const std::string torchrun = "torchrun --no_python -r 2 -t 2 --master_port=";
+  const std::string probe = torchrun + std::to_string(free_port()) + " --nproc_per_node=1 /bin/true >" +
+                            f.dir.file("probe") + " 2>&1";
   if (std::system(probe.c_str()) != 0)
-    GTEST_SKIP() << "torchrun is installed but cannot start a worker even for /bin/true (Debian 12's torch 1.13 "
-                    "under Python 3.11); mpq's side is covered by the tests that set the torchrun variables";
-  const Result one = mpq_run("finetune " + f.config("one", "finetune", kSync) + " --set dataloader.fraction=0.125", f.dir);
-  ASSERT_EQ(one.code, 0) << one.err;
-  const std::string cmd = "torchrun --no_python --nproc_per_node=2 --master_port=" + std::to_string(free_port()) + " " +
-                          MPQ_BINARY + " finetune " + f.config("two", "finetune", kSync) +
-                          " --set dataloader.fraction=0.125 --set dataloader.batch_size=16 >" + f.dir.file("tr.out") + " 2>&1";
-  ASSERT_EQ(std::system(cmd.c_str()), 0) << mpq::test::read_all(f.dir.file("tr.out"));
-  expect_same_state(f.run_dir("one") + "/last.pt", f.run_dir("two") + "/last.pt", 1e-5);
+    GTEST_SKIP() << "torchrun is installed but cannot start a worker even for /bin/true: "
+                 << mpq::test::read_all(f.dir.file("probe"));
+  for (const std::string kind : {"finetune", "pretrain"}) {
+    SCOPED_TRACE(kind);
+    const std::string one_name = kind + "_one", two_name = kind + "_two";
+    const Result one =
+        mpq_run(kind + " " + f.config(one_name, kind, kSync) + " --set dataloader.fraction=0.125", f.dir);
+    ASSERT_EQ(one.code, 0) << one.err;
+    const std::string cmd = torchrun + std::to_string(free_port()) + " --nproc_per_node=2 " + MPQ_BINARY + " " + kind +
+                            " " + f.config(two_name, kind, kSync) +
+                            " --set dataloader.fraction=0.125 --set dataloader.batch_size=16 >" + f.dir.file("tr.out") +
+                            " 2>&1";
+    ASSERT_EQ(std::system(cmd.c_str()), 0) << mpq::test::read_all(f.dir.file("tr.out"));
+    expect_same_state(f.run_dir(one_name) + "/last.pt", f.run_dir(two_name) + "/last.pt", 1e-5);
+  }
 }
 
 }  // namespace

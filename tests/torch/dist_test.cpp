@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <torch/torch.h>
 
 #include "dist/dist.h"
@@ -26,23 +27,36 @@ TEST(Dist, EnvironmentDefaultsAndErrors) {
 namespace {
 
 // Runs `body(rank, group)` (returning its failure count) on two forked
-// processes and expects none on either.
+// processes and expects none on either. `agent_store`: the parent also plays
+// torchrun's agent, serving the store the ranks join as clients (restart
+// count 3), and checks that their keys went under /worker/attempt_3/.
 template <typename F>
-void on_two_ranks(F body) {
+void on_two_ranks(F body, bool agent_store = false) {
   static int port = 20000 + static_cast<int>(::getpid() % 20000);
   port += 7;  // a fresh port per test
   const pid_t child = ::fork();
   ASSERT_GE(child, 0);
   const int rank = child == 0 ? 1 : 0;
   int failures = 0;
+  c10::intrusive_ptr<c10d::TCPStore> agent;  // outlives both ranks' use of it
   try {
+    if (agent_store && rank == 0) {
+      c10d::TCPStoreOptions ao;
+      ao.port = static_cast<uint16_t>(port);
+      ao.isServer = true;
+      ao.waitWorkers = false;
+      agent = c10::make_intrusive<c10d::TCPStore>("127.0.0.1", ao);
+    }
     dist::Env env;
     env.rank = rank;
     env.world_size = 2;
     env.master_addr = "127.0.0.1";
     env.master_port = port;
+    env.agent_store = agent_store;
+    env.restart_count = 3;
     dist::Group g(env, std::chrono::seconds(30));
     failures += body(rank, g);
+    if (agent) failures += !agent->check({"/worker/attempt_3/mpq/heartbeat/0", "/worker/attempt_3/mpq/heartbeat/1"});
   } catch (const std::exception& e) {
     std::fprintf(stderr, "rank %d: %s\n", rank, e.what());
     ++failures;
@@ -69,6 +83,16 @@ TEST(Dist, TwoProcessesAllReduceOverGloo) {
   });
 }
 
+// Under torchrun the agent serves the store and rank 0 must not try to.
+TEST(Dist, RanksJoinTorchrunsAgentStore) {
+  on_two_ranks(
+      [](int rank, dist::Group& g) {
+        torch::Tensor t = torch::full({3}, static_cast<float>(rank + 1));
+        g.all_reduce_sum(t);
+        return static_cast<int>(!torch::equal(t, torch::full({3}, 3.0f)));
+      },
+      /*agent_store=*/true);
+}
 
 // Overlapped bucketed averaging gives what a plain all-reduce after backward
 // gives, bit for bit: with many small buckets, gradients accumulated over
