@@ -2,9 +2,12 @@
 // composed-op reference on random shapes; the quantizer module's rules.
 #include <gtest/gtest.h>
 
+#include <ATen/Parallel.h>
 #include <torch/serialize.h>
 #include <torch/torch.h>
 #include <yaml-cpp/yaml.h>
+
+#include <atomic>
 
 #include "mpq/common/error.h"
 #include "quant/lsq.h"
@@ -93,6 +96,22 @@ TEST(Lsq, FusedEqualsComposedOnRandomShapes) {
           EXPECT_TRUE(torch::allclose(gx1, gx2, kGradInputRtol, 0.0));
           EXPECT_NEAR(gs1.item<double>(), gs2.item<double>(), 1e-4 * std::max(1e-3, std::abs(gs2.item<double>())));
         }
+}
+
+// at::parallel_for is a header template, parallel only in translation units
+// built with OpenMP; without it the fused kernels ran on one thread (the
+// flags come from mpq_torch_lib, as they do for lsq.cpp).
+TEST(Lsq, KernelsAreBuiltToRunInParallel) {
+#if !defined(_OPENMP)
+  FAIL() << "built without OpenMP: at::parallel_for runs serially";
+#else
+  const int before = at::get_num_threads();
+  at::set_num_threads(2);
+  std::atomic<int> seen{0};
+  at::parallel_for(0, 2, 1, [&](int64_t, int64_t) { seen |= 1 << at::get_thread_num(); });
+  at::set_num_threads(before);
+  EXPECT_EQ(seen.load(), 3) << "one thread ran both halves";
+#endif
 }
 
 TEST(Lsq, ScaleOutsideTheClampGetsNoGradient) {
