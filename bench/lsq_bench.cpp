@@ -10,7 +10,6 @@
 #include <torch/torch.h>
 
 #include "mpq/common/malloc_tuning.h"
-
 #include "quant/lsq.h"
 
 using namespace mpq::quant;

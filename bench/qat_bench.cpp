@@ -11,11 +11,10 @@
 #include <vector>
 
 #include <torch/torch.h>
-
-#include "mpq/common/malloc_tuning.h"
 #include <torch/csrc/autograd/profiler_legacy.h>
 
 #include "models/zoo.h"
+#include "mpq/common/malloc_tuning.h"
 #include "mpq/search/geometry.h"
 #include "engine/joint.h"
 #include "quant/qmodules.h"
@@ -95,11 +94,11 @@ int main(int argc, char** argv) {
     // of adjacent steps (which saw the same neighbours), on stderr.
     std::vector<double> paired;
     for (size_t i = 0; i < tf.size(); ++i) paired.push_back(tq[i] / tf[i]);
+    const auto [f_lo, f_hi] = std::minmax_element(tf.begin(), tf.end());
+    const auto [q_lo, q_hi] = std::minmax_element(tq.begin(), tq.end());
     std::fprintf(stderr, "%s: FP min %.1f median %.1f max %.1f ms; W4A4 min %.1f median %.1f max %.1f ms; "
-                 "min / min %.2fx, median of paired ratios %.2fx\n", c.model, *std::min_element(tf.begin(), tf.end()) * 1e3,
-                 mf * 1e3, *std::max_element(tf.begin(), tf.end()) * 1e3, *std::min_element(tq.begin(), tq.end()) * 1e3,
-                 mq * 1e3, *std::max_element(tq.begin(), tq.end()) * 1e3,
-                 *std::min_element(tq.begin(), tq.end()) / *std::min_element(tf.begin(), tf.end()), median(paired));
+                 "min / min %.2fx, median of paired ratios %.2fx\n", c.model, *f_lo * 1e3, mf * 1e3, *f_hi * 1e3,
+                 *q_lo * 1e3, mq * 1e3, *q_hi * 1e3, *q_lo / *f_lo, median(paired));
     // MPQ_PROFILE=DIR: three more steps of each under the autograd profiler,
     // written as Chrome traces DIR/<model>_{fp,w4a4}.json.
     if (const char* dir = std::getenv("MPQ_PROFILE")) {

@@ -9,22 +9,18 @@
 
 namespace mpq {
 
-namespace {
-
-bool user_tuned_malloc() {
+bool malloc_set_by_environment() {
   if (const char* t = std::getenv("GLIBC_TUNABLES"); t && std::strstr(t, "glibc.malloc.")) return true;
   for (const char* v : {"MALLOC_MMAP_MAX_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_"})
     if (std::getenv(v)) return true;
   return false;
 }
 
-}  // namespace
-
 std::string tune_malloc_for_training() {
 #if defined(__GLIBC__)
   if (const char* m = std::getenv("MPQ_MALLOC"); m && std::strcmp(m, "system") == 0)
     return "malloc: glibc defaults (MPQ_MALLOC=system)";
-  if (user_tuned_malloc()) return "malloc: the environment's settings (GLIBC_TUNABLES or MALLOC_*_)";
+  if (malloc_set_by_environment()) return "malloc: the environment's settings (GLIBC_TUNABLES or MALLOC_*_)";
   // Every block from the heap, and the heap never trimmed: freed tensors are
   // reused without a page fault. (A raised M_MMAP_THRESHOLD alone caps at
   // 32 MB, below a ResNet-18 activation at batch 16.)

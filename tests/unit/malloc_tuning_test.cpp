@@ -1,7 +1,6 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
-#include <cstring>
 #include <string>
 
 #if defined(__GLIBC__)
@@ -29,10 +28,7 @@ bool large_block_is_mmapped() {
 // One test, in order: settings are process-wide and cannot be undone.
 TEST(MallocTuning, OptOutsAreRespectedThenLargeBlocksStayInTheHeap) {
 #if defined(__GLIBC__) && !defined(__SANITIZE_ADDRESS__)
-  const char* tunables = std::getenv("GLIBC_TUNABLES");
-  if (tunables && std::strstr(tunables, "glibc.malloc.")) GTEST_SKIP() << "GLIBC_TUNABLES sets malloc";
-  for (const char* v : {"MALLOC_MMAP_MAX_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_"})
-    if (std::getenv(v)) GTEST_SKIP() << v << " sets malloc";
+  if (mpq::malloc_set_by_environment()) GTEST_SKIP() << "the environment sets malloc";
   ASSERT_TRUE(large_block_is_mmapped()) << "glibc's default: blocks above 32 MB are mmapped";
 
   setenv("MPQ_MALLOC", "system", 1);

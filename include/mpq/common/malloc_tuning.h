@@ -20,4 +20,8 @@ namespace mpq {
 // under sanitizers' allocators (mallopt is then ignored).
 std::string tune_malloc_for_training();
 
+// Whether the environment sets glibc's malloc itself (GLIBC_TUNABLES with a
+// glibc.malloc entry, or a MALLOC_*_ variable); then the above leaves it be.
+bool malloc_set_by_environment();
+
 }  // namespace mpq
