@@ -116,7 +116,7 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
            "smoothing", "opt", "lr", "momentum", "weight_decay", "sched", "min_lr", "decay_rate", "warmup_epochs",
            "warmup_lr", "decay_epochs", "cooldown_epochs", "val_cycle", "seed", "distill", "sync_bn",
            "checkpoint_steps", "bn_calib_images", "dist_timeout", "threads", "pre_trained_strict", "channels_last",
-           "dist_bucket_mb", "dtype"});
+           "dist_bucket_mb", "dist_backend", "dtype"});
   r.get("name", c.name);
   r.get_bits("target_bits", c.target_bits);
   r.get_bits("weight_bits", c.weight_bits);
@@ -238,6 +238,10 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
   r.get("bn_calib_images", c.bn_calib_images, 0, 1 << 30);
   r.get("dist_timeout", c.dist_timeout, 1, 1 << 20);
   r.get("dist_bucket_mb", c.dist_bucket_mb, 0.001, 4096.0);
+  r.get("dist_backend", c.dist_backend);
+  if (c.dist_backend != "auto" && c.dist_backend != "gloo" && c.dist_backend != "nccl")
+    throw InputError(where(path, r.at("dist_backend")) + ": dist_backend '" + c.dist_backend +
+                     "' is not one of auto, gloo, nccl");
   r.get("threads", c.threads, 0, 4096);
   r.get("pre_trained_strict", c.pre_trained_strict);
   MPQ_CHECK(c.weight_bits.size() == c.act_bits.size(), path, ": weight_bits has ", c.weight_bits.size(),
@@ -297,6 +301,7 @@ std::string to_yaml(const Config& c) {
   e << YAML::Key << "bn_calib_images" << YAML::Value << c.bn_calib_images;
   e << YAML::Key << "dist_timeout" << YAML::Value << c.dist_timeout;
   e << YAML::Key << "dist_bucket_mb" << YAML::Value << c.dist_bucket_mb;
+  e << YAML::Key << "dist_backend" << YAML::Value << c.dist_backend;
   e << YAML::Key << "threads" << YAML::Value << c.threads;
   e << YAML::Key << "pre_trained_strict" << YAML::Value << c.pre_trained_strict;
   e << YAML::EndMap;

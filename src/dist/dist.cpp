@@ -35,6 +35,7 @@ std::string first_line(const std::string& s) { return s.substr(0, s.find('\n'));
 Env env_from_environment() {
   Env e;
   e.world_size = env_int("WORLD_SIZE", 1, 1, 1 << 20);
+  if (const char* w = std::getenv("WORLD_SIZE")) e.launched = *w != '\0';
   e.rank = env_int("RANK", 0, 0, e.world_size - 1);
   e.local_rank = env_int("LOCAL_RANK", 0, 0, 1 << 20);
   e.local_world_size = env_int("LOCAL_WORLD_SIZE", 1, 1, 1 << 20);
@@ -59,7 +60,18 @@ constexpr int kHeartbeatMs = 1000;
 
 }  // namespace
 
-Group::Group(const Env& env, std::chrono::milliseconds timeout) : env_(env), timeout_(timeout) {
+bool nccl_built() {
+#ifdef MPQ_HAVE_NCCL
+  return true;
+#else
+  return false;
+#endif
+}
+
+Group::Group(const Env& env, std::chrono::milliseconds timeout, Backend backend, torch::Device device)
+    : env_(env), timeout_(timeout), backend_(backend), device_(device) {
+  MPQ_ASSERT(backend != Backend::Nccl || (nccl_built() && device.is_cuda()),
+             "the NCCL backend needs a CUDA device and a build against a LibTorch with c10d NCCL");
   c10d::TCPStoreOptions so;
   so.port = static_cast<uint16_t>(env.master_port);
   so.isServer = env.rank == 0 && !env.agent_store;
@@ -80,10 +92,16 @@ Group::Group(const Env& env, std::chrono::milliseconds timeout) : env_(env), tim
                                       "); check MASTER_ADDR/MASTER_PORT and that ",
                                       env.agent_store ? "torchrun's agent" : "rank 0", " is running"));
   }
-  auto opts = c10d::ProcessGroupGloo::Options::create();
-  opts->timeout = timeout;
-  opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(env.master_addr));
-  pg_ = std::make_shared<c10d::ProcessGroupGloo>(store_, env.rank, env.world_size, opts);
+  if (backend == Backend::Nccl) {
+#ifdef MPQ_HAVE_NCCL
+    pg_ = make_nccl_group(store_, env.rank, env.world_size, timeout);
+#endif
+  } else {
+    auto opts = c10d::ProcessGroupGloo::Options::create();
+    opts->timeout = timeout;
+    opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(env.master_addr));
+    pg_ = c10::make_intrusive<c10d::ProcessGroupGloo>(store_, env.rank, env.world_size, opts);
+  }
   // The heartbeat has its own connection: a store client is not shared across threads.
   c10d::TCPStoreOptions ho = so;
   ho.isServer = false;
@@ -148,22 +166,20 @@ void Group::all_reduce_mean(torch::Tensor& t) {
   t.div_(env_.world_size);
 }
 
-namespace {
-
-// Gloo takes contiguous tensors only: a channels-last one goes through a copy.
+// c10d takes contiguous tensors only: a channels-last one goes through a
+// copy, as does, with NCCL, one that is not on the rank's GPU.
 template <typename F>
-void on_contiguous(torch::Tensor& t, F&& f) {
-  if (t.is_contiguous()) return f(t);
-  torch::Tensor c = t.contiguous();
+void Group::staged(torch::Tensor& t, F&& f) {
+  const bool move = backend_ == Backend::Nccl && t.device() != device_;
+  if (!move && t.is_contiguous()) return f(t);
+  torch::Tensor c = move ? t.to(device_).contiguous() : t.contiguous();
   f(c);
   t.copy_(c);
 }
 
-}  // namespace
-
 void Group::all_reduce_sum(torch::Tensor& t) {
   guarded("all-reduce", [&] {
-    on_contiguous(t, [&](torch::Tensor& c) {
+    staged(t, [&](torch::Tensor& c) {
       std::vector<torch::Tensor> ts{c};
       pg_->allreduce(ts)->wait();
     });
@@ -213,7 +229,8 @@ class GlooPending : public Group::Pending {
 }  // namespace
 
 std::unique_ptr<Group::Pending> Group::all_reduce_sum_async(torch::Tensor t) {
-  MPQ_ASSERT(t.is_contiguous(), "all_reduce_sum_async takes a contiguous tensor");
+  MPQ_ASSERT(t.is_contiguous() && (backend_ != Backend::Nccl || t.device() == device_),
+             "all_reduce_sum_async takes a contiguous tensor on the group's device");
   c10::intrusive_ptr<c10d::Work> w;
   guarded("all-reduce", [&] {
     std::vector<torch::Tensor> ts{std::move(t)};
@@ -227,7 +244,7 @@ std::unique_ptr<Group::Pending> Group::all_reduce_sum_async(torch::Tensor t) {
 
 void Group::broadcast(torch::Tensor& t) {
   guarded("broadcast", [&] {
-    on_contiguous(t, [&](torch::Tensor& c) {
+    staged(t, [&](torch::Tensor& c) {
       std::vector<torch::Tensor> ts{c};
       c10d::BroadcastOptions o;
       o.rootRank = 0;

@@ -32,22 +32,36 @@ struct Env {
   // rendezvous does. Otherwise rank 0 serves it.
   bool agent_store = false;
   int restart_count = 0;
+  bool launched = false;  // WORLD_SIZE is set (torchrun, a scheduler), 1 included
   bool distributed() const { return world_size > 1; }
 };
 
 // Reads the torchrun variables; InputError naming a malformed one.
 Env env_from_environment();
 
-// A process group over c10d's TCPStore: Gloo for CPU tensors (NCCL joins in
-// a CUDA build). `timeout` bounds every rendezvous and collective, so a lost
-// rank makes the others fail instead of hanging. Every rank writes a
+// c10d's backends: Gloo (CPU tensors, and CUDA tensors through host memory
+// in a CUDA build) and NCCL (CUDA tensors; CUDA builds whose LibTorch has
+// c10d NCCL, see src/dist/nccl.cpp).
+enum class Backend { Gloo, Nccl };
+bool nccl_built();
+
+// ProcessGroupNCCL over `store`; defined only where nccl_built().
+c10::intrusive_ptr<c10d::ProcessGroup> make_nccl_group(const c10::intrusive_ptr<c10d::Store>& store, int rank,
+                                                       int size, std::chrono::milliseconds timeout);
+
+// A process group over c10d's TCPStore. With NCCL, tensors elsewhere than
+// `device` (the rank's GPU), such as CPU metrics, go through a copy on it.
+// `timeout` bounds every rendezvous and collective, so a lost rank makes the
+// others fail instead of hanging. Every rank writes a
 // heartbeat into the store each second; when a collective fails, the ranks
 // whose heartbeat stopped are named in the error (a RuntimeError).
 class Group {
  public:
-  Group(const Env& env, std::chrono::milliseconds timeout);
+  Group(const Env& env, std::chrono::milliseconds timeout, Backend backend = Backend::Gloo,
+        torch::Device device = torch::kCPU);
   ~Group();
   const Env& env() const { return env_; }
+  Backend backend() const { return backend_; }
 
   // In-place sum over ranks, then divided by the world size.
   void all_reduce_mean(torch::Tensor& t);
@@ -71,12 +85,16 @@ class Group {
  private:
   template <typename F>
   void guarded(const char* what, F&& f);
+  template <typename F>
+  void staged(torch::Tensor& t, F&& f);
   std::string lost_ranks();
 
   Env env_;
   std::chrono::milliseconds timeout_;
+  Backend backend_;
+  torch::Device device_;
   c10::intrusive_ptr<c10d::Store> store_;
-  std::shared_ptr<c10d::ProcessGroup> pg_;
+  c10::intrusive_ptr<c10d::ProcessGroup> pg_;
   std::atomic<bool> stop_{false};
   std::thread heartbeat_;
 };

@@ -18,6 +18,7 @@
 #include <sstream>
 #include <thread>
 
+#include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <spdlog/spdlog.h>
 #include <torch/cuda.h>
 #include <torch/optim/sgd.h>
@@ -369,20 +370,50 @@ struct Context {
   bool rank0() const { return env.rank == 0; }
 };
 
+// The device this process trains on: cuda:LOCAL_RANK where CUDA is, made the
+// current device so that nothing lands on GPU 0 by default.
+torch::Device pick_device(const dist::Env& env) {
+  if (!torch::cuda::is_available()) return torch::kCPU;
+  const auto n = static_cast<int>(torch::cuda::device_count());
+  MPQ_CHECK(env.local_rank < n, "environment: LOCAL_RANK=", env.local_rank, " but this node has ", n,
+            " CUDA device(s); start at most ", n, " processes per node (torchrun --nproc_per_node)");
+  const torch::Device d(torch::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank));
+  c10::impl::getDeviceGuardImpl(d.type())->setDevice(d);
+  return d;
+}
+
+// dist_backend: auto takes NCCL for CUDA tensors where this build has it.
+dist::Backend pick_backend(const config::Config& c, const torch::Device& device) {
+  if (c.dist_backend == "gloo") return dist::Backend::Gloo;
+  if (c.dist_backend == "nccl") {
+    MPQ_CHECK(dist::nccl_built(), "dist_backend: nccl, but this mpq was built without c10d's NCCL backend (a CPU "
+              "LibTorch, or no nccl.h at build time: see the cmake output); use dist_backend: gloo");
+    MPQ_CHECK(device.is_cuda(), "dist_backend: nccl needs CUDA tensors, and this process sees no CUDA device; use "
+              "dist_backend: gloo");
+    return dist::Backend::Nccl;
+  }
+  if (device.is_cuda() && !dist::nccl_built())
+    spdlog::warn("this mpq was built without c10d's NCCL backend: Gloo carries the CUDA tensors through host memory "
+                 "(slower); rebuild against a LibTorch and nccl.h with NCCL for multi-GPU speed");
+  return device.is_cuda() && dist::nccl_built() ? dist::Backend::Nccl : dist::Backend::Gloo;
+}
+
 Context make_context(const config::Config& c) {
   Context ctx;
   ctx.env = dist::env_from_environment();
   // Threads: the config's, else the machine's cores shared by the processes of this node.
   const int hw = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   torch::set_num_threads(c.threads > 0 ? c.threads : std::max(1, hw / ctx.env.local_world_size));
-  if (torch::cuda::is_available()) ctx.device = torch::Device(torch::kCUDA, static_cast<int8_t>(ctx.env.local_rank));
+  ctx.device = pick_device(ctx.env);
   if (!ctx.rank0()) spdlog::set_level(spdlog::level::warn);  // rank 0 logs for everyone
-  if (ctx.env.distributed()) {
-    MPQ_CHECK_T(RuntimeError, ctx.device.is_cpu(), "distributed training on CUDA needs the NCCL backend, which this "
-                "build does not include; run one process per node or build against a CUDA LibTorch with c10d NCCL");
-    ctx.group = std::make_unique<dist::Group>(ctx.env, std::chrono::seconds(c.dist_timeout));
-    spdlog::info("rank {}/{}: joined the group at {}:{}", ctx.env.rank, ctx.env.world_size, ctx.env.master_addr,
-                 ctx.env.master_port);
+  // A group of one too where a backend is named under torchrun's variables:
+  // a check of that backend on one device (auto makes none).
+  if (ctx.env.distributed() || (ctx.env.launched && c.dist_backend != "auto")) {
+    const dist::Backend backend = pick_backend(c, ctx.device);
+    ctx.group = std::make_unique<dist::Group>(ctx.env, std::chrono::seconds(c.dist_timeout), backend, ctx.device);
+    spdlog::info("rank {}/{}: joined the group at {}:{} ({} on {})", ctx.env.rank, ctx.env.world_size,
+                 ctx.env.master_addr, ctx.env.master_port, backend == dist::Backend::Nccl ? "NCCL" : "Gloo",
+                 ctx.device.str());
   }
   torch::manual_seed(static_cast<uint64_t>(c.seed));
   return ctx;

@@ -4,6 +4,10 @@
 // reported with its address; a run resumes on another world size.
 #include "train_fixture.h"
 
+#include <torch/cuda.h>
+
+#include "dist/dist.h"
+
 namespace {
 
 using namespace mpq::test::train;
@@ -69,6 +73,21 @@ TEST(Distributed, TwoProcessesOfBatchBEqualOneOfBatch2BAfterOneStep) {
     Fixture f;
     compare_one_and_two(f, kind, {"dataloader.fraction=0.125"}, 1e-5);  // 30 images: one step
   }
+}
+
+// dist_backend named under WORLD_SIZE=1 makes a group of one (how NCCL is
+// checked on one GPU); every collective through it must leave the run as it
+// is without one, bit for bit.
+TEST(Distributed, ANamedBackendMakesAGroupOfOneThatChangesNothing) {
+  Fixture f;
+  const std::string sets = " --set dataloader.fraction=0.125";
+  const Result alone = mpq_run("pretrain " + f.config("alone", "pretrain", kSync) + sets, f.dir);
+  ASSERT_EQ(alone.code, 0) << alone.err;
+  const auto codes = run_world(f, "pretrain", f.config("one", "pretrain", kSync + "dist_backend: gloo\n"), 1,
+                               {"dataloader.fraction=0.125"});
+  ASSERT_EQ(codes, (std::vector<int>{0})) << err_of(f, 0);
+  EXPECT_NE(err_of(f, 0).find("rank 0/1: joined the group at 127.0.0.1:"), std::string::npos) << err_of(f, 0);
+  expect_same_state(f.run_dir("alone") + "/last.pt", f.run_dir("one") + "/last.pt", 0);
 }
 
 // Three steps of full-precision finetuning from trained weights at a
@@ -178,6 +197,25 @@ TEST(Distributed, AnUnreachableMasterIsReportedWithItsAddress) {
   EXPECT_EQ(WEXITSTATUS(status), 1);
   const std::string err = mpq::test::read_all(f.dir.file("x.err"));
   EXPECT_NE(err.find("rank 1: cannot reach the master at 127.0.0.1:" + std::to_string(port)), std::string::npos) << err;
+}
+
+// The backend is checked before any rendezvous: asking for one this build or
+// machine lacks is a config error (exit 2), not a wait for the master.
+TEST(Distributed, AnUnavailableBackendIsAConfigErrorBeforeTheRendezvous) {
+  if (mpq::dist::nccl_built() && torch::cuda::is_available()) GTEST_SKIP() << "NCCL and a GPU are both here";
+  Fixture f;
+  const pid_t pid = spawn({MPQ_BINARY, "finetune", f.config("x", "fp", "dist_timeout: 30\ndist_backend: nccl\n")},
+                          f.dir.file("x.err"), torchrun_env(1, 2, free_port()));
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 2);
+  const std::string err = mpq::test::read_all(f.dir.file("x.err"));
+  EXPECT_NE(err.find(mpq::dist::nccl_built() ? "dist_backend: nccl needs CUDA tensors"
+                                             : "dist_backend: nccl, but this mpq was built without c10d's NCCL"),
+            std::string::npos)
+      << err;
+  EXPECT_EQ(err.find("cannot reach"), std::string::npos) << err;
 }
 
 TEST(Distributed, TorchrunLaunchesMpq) {

@@ -72,6 +72,7 @@ TEST(Config, ErrorsNameFileLineAndKey) {
             "c.yaml:2:12: dataloader.dataset 'fashion-mnist' is not one of fashion_mnist, mnist, cifar10, imagenet "
             "(did you mean 'fashion_mnist'?)");
   EXPECT_EQ(error_of("dtype: float16\n"), "c.yaml:1:8: dtype 'float16' is not one of float32, float64");
+  EXPECT_EQ(error_of("dist_backend: mpi\n"), "c.yaml:1:15: dist_backend 'mpi' is not one of auto, gloo, nccl");
   EXPECT_EQ(error_of("dist_bucket_mb: 0\n"), "c.yaml:1:17: dist_bucket_mb must be in [0.001, 4096] (got 0)");
   EXPECT_EQ(error_of("target_bits: [6, 1]\n"), "c.yaml:1:18: target_bits holds 1 (bit-widths must be 2 to 16)");
   EXPECT_NE(error_of("pre_trained: True\n").find("pre_trained must be the path of a PyTorch or mpq checkpoint"),

@@ -76,6 +76,7 @@ struct Config {
   int bn_calib_images = 6000;         // BatchNorm recalibration before validating a quantized model
   int dist_timeout = 300;             // seconds before a collective waiting on a lost rank fails
   double dist_bucket_mb = 25;         // gradient all-reduce bucket size (DDP's bucket_cap_mb)
+  std::string dist_backend = "auto";  // c10d backend: auto (NCCL on CUDA where built in, else Gloo), gloo, nccl
   int threads = 0;                    // intra-op threads per process; 0: torch's default
   bool pre_trained_strict = true;     // every pre_trained tensor must match the model
 };
