@@ -1,7 +1,8 @@
 // Multi-process training on c10d/Gloo over loopback, the processes started
 // here with the torchrun variables: two processes with batch B equal one
 // process with batch 2B; a lost rank is named; an unreachable master is
-// reported with its address; a run resumes on another world size.
+// reported with its address; a run resumes on another world size; and,
+// where torchrun is installed, one and two torchrun nodes launch mpq.
 #include "train_fixture.h"
 
 #include <torch/cuda.h>
@@ -247,6 +248,20 @@ TEST(Distributed, TorchrunLaunchesMpq) {
     ASSERT_EQ(std::system(cmd.c_str()), 0) << mpq::test::read_all(f.dir.file("tr.out"));
     expect_same_state(f.run_dir(one_name) + "/last.pt", f.run_dir(two_name) + "/last.pt", 1e-5);
   }
+  // Two nodes of one process each, the README's multi-node form: two agents,
+  // node 0's serving the store; RANK 1 on node 1 with LOCAL_RANK 0.
+  const int port = free_port();
+  auto node = [&](int rank) {
+    return torchrun + std::to_string(port) + " --nnodes=2 --node_rank=" + std::to_string(rank) +
+           " --nproc_per_node=1 --master_addr=127.0.0.1 " + MPQ_BINARY + " finetune " +
+           f.config("nodes", "finetune", kSync) + " --set dataloader.fraction=0.125 --set dataloader.batch_size=16 >" +
+           f.dir.file("node" + std::to_string(rank)) + " 2>&1";
+  };
+  const std::string both = node(0) + " & n0=$!; " + node(1) + "; n1=$?; wait $n0; exit $(( $? | n1 ))";
+  ASSERT_EQ(std::system(both.c_str()), 0) << mpq::test::read_all(f.dir.file("node0"))
+                                          << mpq::test::read_all(f.dir.file("node1"));
+  EXPECT_NE(mpq::test::read_all(f.dir.file("node0")).find("rank 0/2: joined the group"), std::string::npos);
+  expect_same_state(f.run_dir("finetune_one") + "/last.pt", f.run_dir("nodes") + "/last.pt", 1e-5);
 }
 
 }  // namespace
