@@ -3,11 +3,14 @@
 // over N steps after warm-up. Usage: qat_bench [steps] [threads]
 // Environment: MPQ_NCHW=1 NCHW instead of channels-last; MPQ_CASE=resnet20
 // one model only; MPQ_PROFILE=DIR Chrome traces of three steps of each;
-// MPQ_MALLOC=system glibc's malloc defaults instead of mpq's settings.
+// MPQ_MALLOC=system glibc's malloc defaults instead of mpq's settings;
+// MPQ_RELU_AB=1 also the W4A4 step with every ReLU its own op (none absorbed
+// by the next conv's quantizer), interleaved, on stderr.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <vector>
 
 #include <torch/torch.h>
@@ -67,7 +70,7 @@ int main(int argc, char** argv) {
   struct Case {
     const char* model;
     int batch, channels, hw, classes;
-  } cases[] = {{"resnet20", 128, 1, 28, 10}, {"resnet18", 16, 3, 224, 1000}};
+  } cases[] = {{"resnet20", 128, 1, 28, 10}, {"resnet18", 16, 3, 224, 1000}, {"mobilenetv1", 16, 3, 224, 1000}};
   std::printf("threads %d\n| model | batch | FP step (ms) | W4A4 step (ms) | ratio | FP img/s | W4A4 img/s | "
               "joint 6..2 img/s | joint / FP |\n|---|---|---|---|---|---|---|---|---|\n",
               torch::get_num_threads());
@@ -78,16 +81,33 @@ int main(int argc, char** argv) {
     torch::manual_seed(0);
     const auto names = search::zoo_geometry(c.model, {c.hw, c.hw, c.channels, c.classes}).searchable_names();
     const std::vector<int> bits(names.size(), 4);
-    Trainer q(quant::quantize_for_finetune(models::make_model(c.model, {c.classes, c.channels}), names, bits, bits).net,
-              c.batch, c.channels, c.hw, c.classes);
-    // Interleaved, so both see the same machine; two warm-up steps each.
-    std::vector<double> tf, tq;
+    auto w4a4 = [&] {
+      return quant::quantize_for_finetune(models::make_model(c.model, {c.classes, c.channels}), names, bits, bits);
+    };
+    Trainer q(w4a4().net, c.batch, c.channels, c.hw, c.classes);
+    std::unique_ptr<Trainer> separate;
+    if (std::getenv("MPQ_RELU_AB") != nullptr) {
+      torch::manual_seed(0);
+      quant::QuantizedNet qn = w4a4();
+      for (auto& conv : qn.convs) conv->input_after_relu = false;
+      separate = std::make_unique<Trainer>(qn.net, c.batch, c.channels, c.hw, c.classes);
+    }
+    // Interleaved, so all see the same machine; two warm-up steps each.
+    std::vector<double> tf, tq, ts;
     for (int i = 0; i < steps + 2; ++i) {
-      const double a = fp.step(), b = q.step();
+      const double a = fp.step(), b = q.step(), d = separate ? separate->step() : 0;
       if (i >= 2) {
         tf.push_back(a);
         tq.push_back(b);
+        ts.push_back(d);
       }
+    }
+    if (separate) {
+      std::vector<double> r;
+      for (size_t i = 0; i < tq.size(); ++i) r.push_back(ts[i] / tq[i]);
+      std::fprintf(stderr, "%s: W4A4 with ReLUs absorbed median %.1f ms, separate %.1f ms; separate / absorbed: "
+                   "medians %.3fx, median of paired ratios %.3fx\n", c.model, median(tq) * 1e3, median(ts) * 1e3,
+                   median(ts) / median(tq), median(r));
     }
     const double mf = median(tf), mq = median(tq);
     // On a shared machine: the spread of each, and the median of the ratios

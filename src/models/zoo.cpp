@@ -225,7 +225,7 @@ class ResNetImpl : public NetImpl {
   std::vector<Slot> slots() override {
     std::vector<Slot> out{{"conv1", this, "conv1", &conv1, false, this, "bn1", &bn1}};
     for (size_t i = 0; i < blocks_.size(); ++i) blocks_[i]->add_slots(names_[i], out);
-    out.push_back({"fc", this, "fc", &fc, true});
+    out.push_back({"fc", this, "fc", &fc, true, nullptr, "", nullptr});
     return out;
   }
 
@@ -246,8 +246,12 @@ class ConvBnImpl : public nn::Module {
     c = reg(*this, "conv", conv(in, out, k, stride, k / 2, groups));
     b = bn(*this, "bn", out);
   }
-  torch::Tensor forward(torch::Tensor x) { return torch::relu(b.forward(c.forward(x))); }
+  torch::Tensor forward(torch::Tensor x) {
+    const torch::Tensor y = b.forward(c.forward(x));
+    return next != nullptr ? relu_before(*next, y) : torch::relu(y);
+  }
   nn::AnyModule c, b;
+  const nn::AnyModule* next = nullptr;  // the next unit's conv, the only reader of this ReLU
 };
 TORCH_MODULE(ConvBn);
 
@@ -276,10 +280,12 @@ class MobileNetV1Impl : public NetImpl {
       }
     }
     fc = reg(*this, "fc", nn::AnyModule(nn::Linear(1024, o.num_classes)));
+    // No shortcuts: each ReLU but the last feeds only the next conv, which may absorb it.
+    for (size_t i = 0; i + 1 < units_.size(); ++i) units_[i].second->next = &units_[i + 1].second->c;
   }
 
   torch::Tensor forward(torch::Tensor x) override {
-    x = torch::relu(first_bn.forward(in_layout(first_conv.forward(x))));
+    x = relu_before(units_.front().second->c, first_bn.forward(in_layout(first_conv.forward(x))));
     for (auto& [name, u] : units_) x = u->forward(x);
     x = torch::adaptive_avg_pool2d(x, {1, 1}).flatten(1);
     return fc.forward(x);
@@ -287,8 +293,9 @@ class MobileNetV1Impl : public NetImpl {
 
   std::vector<Slot> slots() override {
     std::vector<Slot> out{{"first_conv.0", first.get(), "0", &first_conv, false, first.get(), "1", &first_bn}};
-    for (auto& [name, u] : units_) out.push_back({name, u.get(), "conv", &u->c, false, u.get(), "bn", &u->b});
-    out.push_back({"fc", this, "fc", &fc, true});
+    for (auto& [name, u] : units_)
+      out.push_back({name, u.get(), "conv", &u->c, false, u.get(), "bn", &u->b, /*after_relu=*/true});
+    out.push_back({"fc", this, "fc", &fc, true, nullptr, "", nullptr});
     return out;
   }
 
