@@ -3,6 +3,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "mpq/common/error.h"
+
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
@@ -17,9 +19,12 @@ bool malloc_set_by_environment() {
 }
 
 std::string tune_malloc_for_training() {
+  const char* m = std::getenv("MPQ_MALLOC");
+  const std::string choice = m ? m : "";
+  MPQ_CHECK(choice.empty() || choice == "mpq" || choice == "system", "environment: MPQ_MALLOC=", choice,
+            " is not one of mpq (the default), system (glibc's own settings)");
 #if defined(__GLIBC__)
-  if (const char* m = std::getenv("MPQ_MALLOC"); m && std::strcmp(m, "system") == 0)
-    return "malloc: glibc defaults (MPQ_MALLOC=system)";
+  if (choice == "system") return "malloc: glibc defaults (MPQ_MALLOC=system)";
   if (malloc_set_by_environment()) return "malloc: the environment's settings (GLIBC_TUNABLES or MALLOC_*_)";
   // Every block from the heap, and the heap never trimmed: freed tensors are
   // reused without a page fault. (A raised M_MMAP_THRESHOLD alone caps at

@@ -7,6 +7,7 @@
 #include <malloc.h>
 #endif
 
+#include "mpq/common/error.h"
 #include "mpq/common/malloc_tuning.h"
 
 namespace {
@@ -37,6 +38,14 @@ TEST(MallocTuning, OptOutsAreRespectedThenLargeBlocksStayInTheHeap) {
   setenv("MALLOC_TRIM_THRESHOLD_", "1000", 1);
   EXPECT_NE(mpq::tune_malloc_for_training().find("environment"), std::string::npos);
   unsetenv("MALLOC_TRIM_THRESHOLD_");
+  setenv("MPQ_MALLOC", "jemalloc", 1);  // a typo or a wish: one line, nothing applied
+  try {
+    mpq::tune_malloc_for_training();
+    ADD_FAILURE() << "MPQ_MALLOC=jemalloc was accepted";
+  } catch (const mpq::InputError& e) {
+    EXPECT_STREQ(e.what(), "environment: MPQ_MALLOC=jemalloc is not one of mpq (the default), system (glibc's own settings)");
+  }
+  unsetenv("MPQ_MALLOC");
   EXPECT_TRUE(large_block_is_mmapped()) << "an opt-out changed the settings";
 
   EXPECT_NE(mpq::tune_malloc_for_training().find("heap only"), std::string::npos);

@@ -16,7 +16,8 @@ namespace mpq {
 
 // Applies the settings unless the user chose their own (GLIBC_TUNABLES with a
 // glibc.malloc entry, or a MALLOC_*_ variable) or set MPQ_MALLOC=system.
-// Returns what was done, one line for the debug log. A no-op off glibc and
+// Returns what was done, one line for the debug log; InputError for an
+// MPQ_MALLOC other than mpq or system. A no-op off glibc and
 // under sanitizers' allocators (mallopt is then ignored).
 std::string tune_malloc_for_training();
 
