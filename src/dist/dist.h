@@ -61,7 +61,6 @@ class Group {
         torch::Device device = torch::kCPU);
   ~Group();
   const Env& env() const { return env_; }
-  Backend backend() const { return backend_; }
 
   // In-place sum over ranks, then divided by the world size.
   void all_reduce_mean(torch::Tensor& t);

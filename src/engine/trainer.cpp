@@ -383,7 +383,7 @@ torch::Device pick_device(const dist::Env& env) {
 }
 
 // dist_backend: auto takes NCCL for CUDA tensors where this build has it.
-dist::Backend pick_backend(const config::Config& c, const torch::Device& device) {
+dist::Backend pick_backend(const config::Config& c, const torch::Device& device, bool rank0) {
   if (c.dist_backend == "gloo") return dist::Backend::Gloo;
   if (c.dist_backend == "nccl") {
     MPQ_CHECK(dist::nccl_built(), "dist_backend: nccl, but this mpq was built without c10d's NCCL backend (a CPU "
@@ -392,7 +392,7 @@ dist::Backend pick_backend(const config::Config& c, const torch::Device& device)
               "dist_backend: gloo");
     return dist::Backend::Nccl;
   }
-  if (device.is_cuda() && !dist::nccl_built())
+  if (device.is_cuda() && !dist::nccl_built() && rank0)
     spdlog::warn("this mpq was built without c10d's NCCL backend: Gloo carries the CUDA tensors through host memory "
                  "(slower); rebuild against a LibTorch and nccl.h with NCCL for multi-GPU speed");
   return device.is_cuda() && dist::nccl_built() ? dist::Backend::Nccl : dist::Backend::Gloo;
@@ -409,7 +409,7 @@ Context make_context(const config::Config& c) {
   // A group of one too where a backend is named under torchrun's variables:
   // a check of that backend on one device (auto makes none).
   if (ctx.env.distributed() || (ctx.env.launched && c.dist_backend != "auto")) {
-    const dist::Backend backend = pick_backend(c, ctx.device);
+    const dist::Backend backend = pick_backend(c, ctx.device, ctx.rank0());
     ctx.group = std::make_unique<dist::Group>(ctx.env, std::chrono::seconds(c.dist_timeout), backend, ctx.device);
     spdlog::info("rank {}/{}: joined the group at {}:{} ({} on {})", ctx.env.rank, ctx.env.world_size,
                  ctx.env.master_addr, ctx.env.master_port, backend == dist::Backend::Nccl ? "NCCL" : "Gloo",
