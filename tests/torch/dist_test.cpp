@@ -17,6 +17,10 @@ TEST(Dist, EnvironmentDefaultsAndErrors) {
   ::unsetenv("WORLD_SIZE");
   ::unsetenv("RANK");
   EXPECT_FALSE(dist::env_from_environment().distributed());
+  EXPECT_FALSE(dist::env_from_environment().launched);
+  ::setenv("WORLD_SIZE", "1", 1);  // torchrun --nproc_per_node=1: launched, not distributed
+  EXPECT_TRUE(dist::env_from_environment().launched);
+  EXPECT_FALSE(dist::env_from_environment().distributed());
   ::setenv("WORLD_SIZE", "2", 1);
   ::setenv("RANK", "5", 1);
   EXPECT_THROW(dist::env_from_environment(), InputError);
