@@ -392,10 +392,11 @@ dist::Backend pick_backend(const config::Config& c, const torch::Device& device,
               "dist_backend: gloo");
     return dist::Backend::Nccl;
   }
-  if (device.is_cuda() && !dist::nccl_built() && rank0)
+  if (device.is_cuda() && dist::nccl_built()) return dist::Backend::Nccl;
+  if (device.is_cuda() && rank0)
     spdlog::warn("this mpq was built without c10d's NCCL backend: Gloo carries the CUDA tensors through host memory "
                  "(slower); rebuild against a LibTorch and nccl.h with NCCL for multi-GPU speed");
-  return device.is_cuda() && dist::nccl_built() ? dist::Backend::Nccl : dist::Backend::Gloo;
+  return dist::Backend::Gloo;
 }
 
 Context make_context(const config::Config& c) {
