@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
-# Installs mpq's build and test dependencies from Debian 12's packages.
+# Installs mpq's build and test dependencies: Debian 12's packages, then
+# LibTorch 2.11.0 (CUDA 13.0 build) from PyPI's torch wheel (install_torch.sh).
 # Idempotent: installs only what is missing, and runs apt-get update only then.
 set -euo pipefail
 
 packages=(
   build-essential cmake pkg-config ccache
-  libtorch-dev            # LibTorch 1.13.1 (CPU): the torch plugin
   coinor-libcbc-dev       # CBC/CLP: the search ILP
   libyaml-cpp-dev libcli11-dev libspdlog-dev
   libopencv-dev           # image decoding for ImageNet-style data
   libjpeg62-turbo-dev     # libjpeg-turbo's API: decode only a crop's region (OpenCV cannot)
   libgtest-dev zlib1g-dev
-  libgloo-dev             # headers for c10d's Gloo backend
+  libgloo-dev             # headers c10d's ProcessGroupGloo.hpp includes (the wheel ships none)
   dataset-fashion-mnist   # real data for the demo and the end-to-end tests
 )
 
@@ -21,11 +21,12 @@ for p in "${packages[@]}"; do
 done
 if [ ${#missing[@]} -eq 0 ]; then
   echo "install_deps: all ${#packages[@]} packages present" >&2
-  exit 0
+else
+  echo "install_deps: installing ${missing[*]}" >&2
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-echo "install_deps: installing ${missing[*]}" >&2
-SUDO=""
-[ "$(id -u)" -eq 0 ] || SUDO="sudo"
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+bash "$(dirname "$0")/install_torch.sh" >/dev/null

@@ -11,7 +11,11 @@
 
 namespace mpq::test {
 
-inline std::string golden(const std::string& name) { return std::string(MPQ_GOLDEN_DIR) + "/" + name; }
+// ../shared/golden, or $MPQ_GOLDEN_DIR (a copy of it, e.g. on a GPU machine).
+inline std::string golden(const std::string& name) {
+  const char* dir = std::getenv("MPQ_GOLDEN_DIR");
+  return std::string(dir && *dir ? dir : MPQ_GOLDEN_DIR) + "/" + name;
+}
 
 inline std::string read_all(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -45,5 +49,25 @@ class TempDir {
  private:
   std::string path_;
 };
+
+// The Python whose torch is the LibTorch mpq was built against (CMake's
+// MPQ_TORCH_PYTHON: the venv scripts/install_torch.sh makes), and the
+// torchrun beside it; empty when the build found none. A check of mpq's
+// files from Python skips, with the reason, where torch_python() is empty.
+inline std::string torch_python() {
+#ifdef MPQ_TORCH_PYTHON
+  return MPQ_TORCH_PYTHON;
+#else
+  return "";
+#endif
+}
+inline std::string torchrun() {
+  const std::string py = torch_python();
+  if (py.empty()) return "";
+  const std::string run = py.substr(0, py.rfind('/') + 1) + "torchrun";
+  return ::access(run.c_str(), X_OK) == 0 ? run : "";
+}
+inline const char* kNoTorchPython =
+    "no Python with torch beside the LibTorch of this build (scripts/install_torch.sh makes one)";
 
 }  // namespace mpq::test

@@ -125,6 +125,10 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
   r.get("gpu", c.gpu);
   r.get("output_dir", c.output_dir);
   r.get("training_device", c.training_device);
+  if (c.training_device != "auto" && c.training_device != "cpu" && c.training_device != "gpu" &&
+      c.training_device != "cuda")
+    throw InputError(where(path, r.at("training_device")) + ": training_device '" + c.training_device +
+                     "' is not one of auto, cpu, gpu (or cuda)");
   {
     const Reader d = r.child("dataloader");
     d.known({"dataset", "num_classes", "path", "batch_size", "workers", "deterministic", "serialized", "val_split", "fraction", "strict"});
@@ -263,6 +267,7 @@ std::string to_yaml(const Config& c) {
   bits("act_bits", c.act_bits);
   e << YAML::Key << "policy" << YAML::Value << c.policy;
   e << YAML::Key << "output_dir" << YAML::Value << c.output_dir;
+  e << YAML::Key << "training_device" << YAML::Value << c.training_device;
   e << YAML::Key << "dataloader" << YAML::Value << YAML::BeginMap;
   e << YAML::Key << "dataset" << YAML::Value << c.dataloader.dataset;
   e << YAML::Key << "num_classes" << YAML::Value << c.dataloader.num_classes;

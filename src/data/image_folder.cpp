@@ -18,8 +18,8 @@
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
-#include <spdlog/spdlog.h>
 
+#include "mpq/common/log.h"
 #include "mpq/common/error.h"
 
 namespace mpq::data {
@@ -261,7 +261,7 @@ FolderBatch load_batch(const ImageFolder& folder, const std::vector<int64_t>& in
     }
     MPQ_CHECK(!strict, folder.path(i), ": not a decodable image (corrupt or truncated); remove it, or leave "
               "corrupt images out of training by turning off the strict setting");
-    spdlog::warn("data: skipping {}: not a decodable image", folder.path(i));
+    mpq::log::warn("data: skipping {}: not a decodable image", folder.path(i));
     b.skipped.push_back(folder.path(i));
   }
   MPQ_CHECK(!xs.empty(), "data: every image of a batch failed to decode (first: ",

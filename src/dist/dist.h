@@ -16,7 +16,7 @@
 #include <torch/types.h>
 
 namespace c10d {
-class ProcessGroup;
+class Backend;
 class Store;
 }  // namespace c10d
 
@@ -46,8 +46,8 @@ enum class Backend { Gloo, Nccl };
 bool nccl_built();
 
 // ProcessGroupNCCL over `store`; defined only where nccl_built().
-c10::intrusive_ptr<c10d::ProcessGroup> make_nccl_group(const c10::intrusive_ptr<c10d::Store>& store, int rank,
-                                                       int size, std::chrono::milliseconds timeout);
+c10::intrusive_ptr<c10d::Backend> make_nccl_group(const c10::intrusive_ptr<c10d::Store>& store, int rank, int size,
+                                                  std::chrono::milliseconds timeout);
 
 // A process group over c10d's TCPStore. With NCCL, tensors elsewhere than
 // `device` (the rank's GPU), such as CPU metrics, go through a copy on it.
@@ -93,7 +93,7 @@ class Group {
   Backend backend_;
   torch::Device device_;
   c10::intrusive_ptr<c10d::Store> store_;
-  c10::intrusive_ptr<c10d::ProcessGroup> pg_;
+  c10::intrusive_ptr<c10d::Backend> pg_;  // c10d's backend itself (Gloo or NCCL), no ProcessGroup around it
   std::atomic<bool> stop_{false};
   std::thread heartbeat_;
 };

@@ -1,28 +1,36 @@
-// c10d's ProcessGroupNCCL, for builds against a CUDA LibTorch that has it
-// (CMake compiles this file in when it compiles against the LibTorch and
-// the nccl.h found; MPQ_HAVE_NCCL then tells dist.cpp). A CPU build still
-// compiles it, against tests/cuda_stubs, so that its use of the 1.13 API is
-// checked on every build.
-#ifndef USE_C10D_NCCL
-#define USE_C10D_NCCL 1
-#endif
+// c10d's ProcessGroupNCCL, compiled in where LibTorch is a CUDA build (CMake
+// adds this file with the toolkit's nccl.h; MPQ_HAVE_NCCL then tells
+// dist.cpp). The only file that includes ProcessGroupNCCL.hpp.
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 
 #include <cstdlib>
+#include <string>
+#include <vector>
 
 #include "dist/dist.h"
 
 namespace mpq::dist {
 
-c10::intrusive_ptr<c10d::ProcessGroup> make_nccl_group(const c10::intrusive_ptr<c10d::Store>& store, int rank,
-                                                       int size, std::chrono::milliseconds timeout) {
-  // Without either variable NCCL's wait() only orders streams, and a lost
-  // rank leaves the others hanging in the collective. Blocking wait makes
-  // wait() throw after `timeout` (1.13's spelling; TORCH_NCCL_* came later),
-  // which Group turns into the message naming the lost rank. A user who
-  // sets either variable gets what they set.
-  if (std::getenv(c10d::NCCL_BLOCKING_WAIT) == nullptr && std::getenv(c10d::NCCL_ASYNC_ERROR_HANDLING) == nullptr)
-    ::setenv(c10d::NCCL_BLOCKING_WAIT, "1", 0);
+namespace {
+
+bool any_set(const std::vector<std::string>& names) {
+  for (const auto& n : names)
+    if (std::getenv(n.c_str()) != nullptr) return true;
+  return false;
+}
+
+}  // namespace
+
+c10::intrusive_ptr<c10d::Backend> make_nccl_group(const c10::intrusive_ptr<c10d::Store>& store, int rank, int size,
+                                                  std::chrono::milliseconds timeout) {
+  // Without blocking wait, a collective whose peer is gone is left to NCCL's
+  // watchdog, which aborts the process after the timeout (SIGABRT, no word of
+  // which rank). Blocking wait makes wait() throw after `timeout` instead,
+  // which Group turns into the message naming the lost rank. A user who sets
+  // either variable (TORCH_NCCL_* or the older NCCL_* spelling) gets what
+  // they set.
+  if (!any_set(c10d::TORCH_NCCL_BLOCKING_WAIT) && !any_set(c10d::TORCH_NCCL_ASYNC_ERROR_HANDLING))
+    ::setenv(c10d::TORCH_NCCL_BLOCKING_WAIT.front().c_str(), "1", 0);
   auto opts = c10d::ProcessGroupNCCL::Options::create();
   opts->timeout = timeout;
   return c10::make_intrusive<c10d::ProcessGroupNCCL>(store, rank, size, opts);

@@ -26,11 +26,21 @@ std::unique_ptr<torch::optim::SGD> make_sgd(torch::nn::Module& net, double lr, d
 
 void clip_and_drop_zero_grads(torch::nn::Module& net, double clip) {
   torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> with_grad, nonzero;
   for (auto& p : net.parameters()) {
     if (!p.grad().defined()) continue;
     p.mutable_grad().clamp_(-clip, clip);
-    if (!p.grad().ne(0).any().item<bool>()) p.mutable_grad() = torch::Tensor();
+    with_grad.push_back(p);
+    nonzero.push_back(p.grad().ne(0).any());
   }
+  if (with_grad.empty()) return;
+  // Whether each gradient is all zero decides, on the host, which parameters
+  // the optimizer skips: one transfer for all of them (one synchronisation
+  // per step on a GPU, not one per parameter).
+  const torch::Tensor flags = torch::stack(nonzero).to(torch::kCPU);
+  const bool* f = flags.data_ptr<bool>();
+  for (size_t i = 0; i < with_grad.size(); ++i)
+    if (!f[i]) with_grad[i].mutable_grad() = torch::Tensor();
 }
 
 std::vector<int> sample_policy(std::mt19937_64& rng, const std::vector<int>& candidates, size_t layers) {
@@ -47,7 +57,7 @@ std::vector<double> joint_step(quant::QuantizedNet& q, torch::optim::Optimizer& 
             q.convs.size(), " searchable layers");
   q.net->train();
   opt.zero_grad();
-  std::vector<double> losses;
+  std::vector<torch::Tensor> loss_values;  // read back once, after the step
   torch::Tensor teacher;  // distillation: the first candidate's probabilities
   auto run = [&](bool last) {
     const torch::Tensor out = q.net->forward(x);
@@ -60,7 +70,7 @@ std::vector<double> joint_step(quant::QuantizedNet& q, torch::optim::Optimizer& 
     }
     if (last && o.before_last_backward) o.before_last_backward();
     loss.backward();  // gradients accumulate over the candidates and the mixed policy
-    losses.push_back(loss.item<double>());
+    loss_values.push_back(loss.detach());
   };
   for (int b : q.candidates) {
     q.set_uniform(b);
@@ -71,7 +81,8 @@ std::vector<double> joint_step(quant::QuantizedNet& q, torch::optim::Optimizer& 
   if (o.after_backward) o.after_backward();
   clip_and_drop_zero_grads(*q.net, o.clip);
   opt.step();
-  return losses;
+  const torch::Tensor l = torch::stack(loss_values).to(torch::kCPU, torch::kDouble);
+  return std::vector<double>(l.data_ptr<double>(), l.data_ptr<double>() + l.numel());
 }
 
 }  // namespace mpq::engine

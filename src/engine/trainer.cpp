@@ -19,7 +19,6 @@
 #include <thread>
 
 #include <c10/core/impl/DeviceGuardImplInterface.h>
-#include <spdlog/spdlog.h>
 #include <torch/cuda.h>
 #include <torch/optim/sgd.h>
 #include <torch/torch.h>
@@ -30,6 +29,7 @@
 #include "dist/dist.h"
 #include "engine/joint.h"
 #include "models/zoo.h"
+#include "mpq/common/log.h"
 #include "mpq/common/error.h"
 #include "mpq/io/indicators.h"
 #include "mpq/io/tb_events.h"
@@ -139,7 +139,7 @@ class FolderSource : public Loader {
 
 void report_skipped(Loader& l, const std::string& what) {
   if (const int64_t n = l.take_skipped())
-    spdlog::warn("data: {} undecodable image(s) skipped in {} (each named above)", n, what);
+    mpq::log::warn("data: {} undecodable image(s) skipped in {} (each named above)", n, what);
 }
 
 // Stratified split of `labels` fixed by the seed: per class, a shuffled
@@ -285,7 +285,7 @@ bool is_quantized_checkpoint(const torchio::StateDict& s) {
 
 void load_into(torch::nn::Module& m, const torchio::Checkpoint& ck, bool strict, const std::string& path) {
   const torchio::LoadReport r = torchio::load_state_dict(m, ck.state, strict, path);
-  if (!r.clean()) spdlog::warn("{}: loaded with differences: {}", path, r.summary());
+  if (!r.clean()) mpq::log::warn("{}: loaded with differences: {}", path, r.summary());
 }
 
 // The finetune policy: `policy` file or the weight_bits/act_bits lists.
@@ -370,10 +370,20 @@ struct Context {
   bool rank0() const { return env.rank == 0; }
 };
 
-// The device this process trains on: cuda:LOCAL_RANK where CUDA is, made the
-// current device so that nothing lands on GPU 0 by default.
-torch::Device pick_device(const dist::Env& env) {
-  if (!torch::cuda::is_available()) return torch::kCPU;
+// The device this process trains on (training_device): cuda:LOCAL_RANK
+// where CUDA is, made the current device so that nothing lands on GPU 0 by
+// default; the CPU where asked or where no GPU is.
+torch::Device pick_device(const dist::Env& env, const std::string& training_device) {
+  if (training_device == "cpu") return torch::kCPU;
+  const bool want_gpu = training_device == "gpu" || training_device == "cuda";
+  if (!torch::cuda::is_available()) {
+    MPQ_CHECK(!want_gpu, "training_device: ", training_device, ", but ",
+              at::hasCUDA() ? "no CUDA device is visible to this process (check the driver with nvidia-smi, and "
+                                 "CUDA_VISIBLE_DEVICES)"
+                               : "this mpq's LibTorch is a CPU build (rebuild against the CUDA one scripts/install_torch.sh installs)",
+              "; or set training_device: auto or cpu");
+    return torch::kCPU;
+  }
   const auto n = static_cast<int>(torch::cuda::device_count());
   MPQ_CHECK(env.local_rank < n, "environment: LOCAL_RANK=", env.local_rank, " but this node has ", n,
             " CUDA device(s); start at most ", n, " processes per node (torchrun --nproc_per_node)");
@@ -394,7 +404,7 @@ dist::Backend pick_backend(const config::Config& c, const torch::Device& device,
   }
   if (device.is_cuda() && dist::nccl_built()) return dist::Backend::Nccl;
   if (device.is_cuda() && rank0)
-    spdlog::warn("this mpq was built without c10d's NCCL backend: Gloo carries the CUDA tensors through host memory "
+    mpq::log::warn("this mpq was built without c10d's NCCL backend: Gloo carries the CUDA tensors through host memory "
                  "(slower); rebuild against a LibTorch and nccl.h with NCCL for multi-GPU speed");
   return dist::Backend::Gloo;
 }
@@ -405,14 +415,14 @@ Context make_context(const config::Config& c) {
   // Threads: the config's, else the machine's cores shared by the processes of this node.
   const int hw = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   torch::set_num_threads(c.threads > 0 ? c.threads : std::max(1, hw / ctx.env.local_world_size));
-  ctx.device = pick_device(ctx.env);
-  if (!ctx.rank0()) spdlog::set_level(spdlog::level::warn);  // rank 0 logs for everyone
+  ctx.device = pick_device(ctx.env, c.training_device);
+  if (!ctx.rank0()) mpq::log::set_level(mpq::log::Level::warn);  // rank 0 logs for everyone
   // A group of one too where a backend is named under torchrun's variables:
   // a check of that backend on one device (auto makes none).
   if (ctx.env.distributed() || (ctx.env.launched && c.dist_backend != "auto")) {
     const dist::Backend backend = pick_backend(c, ctx.device, ctx.rank0());
     ctx.group = std::make_unique<dist::Group>(ctx.env, std::chrono::seconds(c.dist_timeout), backend, ctx.device);
-    spdlog::info("rank {}/{}: joined the group at {}:{} ({} on {})", ctx.env.rank, ctx.env.world_size,
+    mpq::log::info("rank {}/{}: joined the group at {}:{} ({} on {})", ctx.env.rank, ctx.env.world_size,
                  ctx.env.master_addr, ctx.env.master_port, backend == dist::Backend::Nccl ? "NCCL" : "Gloo",
                  ctx.device.str());
   }
@@ -519,7 +529,7 @@ class Progress {
       std::fprintf(stderr, "\r%s\x1b[K%s", line, last ? "\n" : "");
       std::fflush(stderr);
     } else {
-      spdlog::info("{}", line);
+      mpq::log::info("{}", line);
     }
   }
   void clear() {
@@ -561,11 +571,11 @@ void recalibrate_bn(Context& ctx, Model& m, Loader& calib, int images) {
   if (images <= 0) return;
   torch::NoGradGuard no_grad;
   auto bns = batchnorms(*m.q.net);
-  std::vector<c10::optional<double>> momenta;
+  std::vector<std::optional<double>> momenta;
   for (auto* b : bns) {
     momenta.push_back(b->options.momentum());
     b->reset_running_stats();
-    b->options.momentum(c10::nullopt);
+    b->options.momentum(std::nullopt);
   }
   m.q.net->train();
   calib.set_epoch(0);
@@ -618,7 +628,8 @@ struct Position {
   std::string rng;      // the mixed-policy generator
 };
 
-std::string param_key(const torch::Tensor& p) { return c10::guts::to_string(p.unsafeGetTensorImpl()); }
+// The optimizer state is keyed by the parameter's TensorImpl.
+void* param_key(const torch::Tensor& p) { return p.unsafeGetTensorImpl(); }
 
 const char* mode_name(Mode m) {
   switch (m) {
@@ -789,7 +800,7 @@ void train(const config::Config& c, Mode mode) {
     if (pos.global_batch != global && pos.batch > 0) {
       const int64_t samples = pos.batch * pos.global_batch;
       if (samples % global != 0)
-        spdlog::warn("{}: written with a global batch of {}, now {}: the epoch continues at sample {} instead of {}",
+        mpq::log::warn("{}: written with a global batch of {}, now {}: the epoch continues at sample {} instead of {}",
                      resume, pos.global_batch, global, samples / global * global, samples);
       pos.batch = samples / global;
       pos.meter = Meter{};  // this epoch's running metrics restart with the new shards
@@ -798,7 +809,7 @@ void train(const config::Config& c, Mode mode) {
     if (world > 1 || pos.world_size > 1) pos.meter = Meter{};
     pos.global_batch = global;
     pos.world_size = world;
-    spdlog::info("resumed from {}: epoch {}, batch {}, step {}", resume, pos.epoch + 1, pos.batch, pos.step);
+    mpq::log::info("resumed from {}: epoch {}, batch {}, step {}", resume, pos.epoch + 1, pos.batch, pos.step);
   }
   attach(ctx, m, c.sync_bn);
   std::mt19937_64 policy_rng(static_cast<uint64_t>(c.seed) * 2654435761u + 1);
@@ -810,7 +821,7 @@ void train(const config::Config& c, Mode mode) {
   const int epochs = total_epochs(c);
   const int64_t nb = data.train->num_batches();
   MPQ_CHECK(nb > 0, c.source, ": no training batches");
-  spdlog::info("{} {}: {} training images ({} per rank), {} validation images, batch {} x {} rank(s), {} epochs, "
+  mpq::log::info("{} {}: {} training images ({} per rank), {} validation images, batch {} x {} rank(s), {} epochs, "
                "device {}, {} threads",
                mode_name(mode), c.arch, data.train_size, data.train_size / world, data.val_size,
                c.dataloader.batch_size, world, epochs, ctx.device.str(), torch::get_num_threads());
@@ -818,7 +829,7 @@ void train(const config::Config& c, Mode mode) {
     std::string bits;
     for (size_t i = 0; i < m.weight_bits.size(); ++i)
       bits += (i ? " " : "") + std::to_string(m.weight_bits[i]) + "/" + std::to_string(m.act_bits[i]);
-    spdlog::info("policy (W/A per searchable layer): {}", bits);
+    mpq::log::info("policy (W/A per searchable layer): {}", bits);
   }
   SignalScope signals;
   const int64_t total_steps = static_cast<int64_t>(epochs - pos.epoch) * nb - pos.batch;
@@ -914,8 +925,8 @@ void train(const config::Config& c, Mode mode) {
       if (mode == Mode::kFinetune) recalibrate_bn(ctx, m, *data.calib, c.bn_calib_images);
       if (mode == Mode::kJoint) m.q.set_uniform(m.q.candidates.front());
       val = validate(ctx, m, *data.val, c.smoothing);
-      const std::string train_top1 = mode == Mode::kJoint ? "" : fmt::format(" top1 {:.2f}", train_meter.top1());
-      spdlog::info("epoch {}/{}: train loss {:.4f}{} | val loss {:.4f} top1 {:.2f} top5 {:.2f} | {:.0f} img/s, {}{}",
+      const std::string train_top1 = mode == Mode::kJoint ? "" : mpq::log::format(" top1 {:.2f}", train_meter.top1());
+      mpq::log::info("epoch {}/{}: train loss {:.4f}{} | val loss {:.4f} top1 {:.2f} top5 {:.2f} | {:.0f} img/s, {}{}",
                    epoch + 1, epochs, train_meter.loss(), train_top1, val->loss(), val->top1(), val->top5(),
                    images / secs, fmt_duration(secs), mode == Mode::kJoint ? " (all at the top candidate)" : "");
     }
@@ -939,7 +950,7 @@ void train(const config::Config& c, Mode mode) {
   }
   models::set_batchnorm_sync({});
   if (pos.best_epoch >= 0)
-    spdlog::info("done: best val top1 {:.2f} at epoch {}; checkpoints in {}", pos.best_top1, pos.best_epoch + 1,
+    mpq::log::info("done: best val top1 {:.2f} at epoch {}; checkpoints in {}", pos.best_top1, pos.best_epoch + 1,
                  files.dir());
 }
 

@@ -4,8 +4,8 @@
 #include <cstdio>
 #include <map>
 
-#include <spdlog/spdlog.h>
 
+#include "mpq/common/log.h"
 #include "mpq/common/error.h"
 #include "mpq/io/indicators.h"
 #include "mpq/search/geometry.h"
@@ -54,7 +54,7 @@ void write_geometry(const torchio::Checkpoint& ck, const std::vector<std::string
   const auto& zoo = search::zoo_models();
   if (arch == nullptr || arch->kind() != pickle::Value::Kind::kStr ||
       std::find(zoo.begin(), zoo.end(), arch->as_str()) == zoo.end()) {
-    spdlog::info("extract: no geometry file (the checkpoint's arch is not a zoo network); describe the network "
+    mpq::log::info("extract: no geometry file (the checkpoint's arch is not a zoo network); describe the network "
                  "for `mpq search --geometry` yourself (docs/FORMATS.md)");
     return;
   }
@@ -73,7 +73,7 @@ void write_geometry(const torchio::Checkpoint& ck, const std::vector<std::string
             "'s searchable layers");
   const std::string path = stem(out) + ".geometry.yaml";
   io::write_file_atomic(path, search::geometry_to_yaml(g));
-  spdlog::info("extract: geometry of {} at {}x{} written to {}", name, in.height, in.width, path);
+  mpq::log::info("extract: geometry of {} at {}x{} written to {}", name, in.height, in.width, path);
 }
 
 }  // namespace
@@ -129,11 +129,11 @@ void run_extract(const std::vector<std::string>& args) {
     ind.act.push_back(std::move(at));
   }
   io::save_indicators(out, ind, /*module_prefix=*/true);
-  spdlog::info("extract: {} layers x {} bit-widths written to {}", layers.size(), bits.size(), out);
+  mpq::log::info("extract: {} layers x {} bit-widths written to {}", layers.size(), bits.size(), out);
   print_table(ind, bits);
   const std::string plot = stem(out) + ".svg";
   io::write_file_atomic(plot, io::indicators_svg(ind, bits));
-  spdlog::info("extract: plot of the indicators written to {}", plot);
+  mpq::log::info("extract: plot of the indicators written to {}", plot);
   write_geometry(ck, layers, out, input_size);
 }
 

@@ -7,8 +7,8 @@
 #include <vector>
 
 #include <c10/util/Exception.h>
-#include <spdlog/spdlog.h>
 
+#include "mpq/common/log.h"
 #include "mpq/common/error.h"
 #include "mpq/common/malloc_tuning.h"
 #include "mpq/plugin/torch_plugin.h"
@@ -36,7 +36,7 @@ extern "C" __attribute__((visibility("default"))) int mpq_torch_plugin_run(const
     const std::string command = req->command ? req->command : "";
     std::vector<std::string> args;
     for (int i = 0; i < req->argc; ++i) args.emplace_back(req->argv[i]);
-    spdlog::debug("{}", mpq::tune_malloc_for_training());
+    mpq::log::debug("{}", mpq::tune_malloc_for_training());
     if (command == "extract") {
       mpq::plugin::run_extract(args);
       return 0;

@@ -9,6 +9,9 @@
 #endif
 
 #include "mpq/common/error.h"
+#if MPQ_HAVE_CUDA
+#include "quant/lsq_cuda.h"
+#endif
 
 namespace mpq::quant {
 
@@ -23,6 +26,11 @@ Thresholds thresholds(int bits, bool all_positive, bool symmetric) {
 namespace {
 
 constexpr double kScaleMin = 1e-5, kScaleMax = 1.0;
+
+// The scale the op uses: clamp(s, 1e-5, 1) in indicator training.
+inline float scale_used(float s, bool clamp_scale) {
+  return clamp_scale ? std::min(std::max(s, static_cast<float>(kScaleMin)), static_cast<float>(kScaleMax)) : s;
+}
 
 // Round half to even for |v| < 2^22: adding and subtracting 1.5 * 2^23 leaves
 // the float rounded to an integer in the current (nearest-even) mode, as
@@ -121,12 +129,16 @@ class LsqFunction : public torch::autograd::Function<LsqFunction> {
                                double neg, double pos, double grad_scale, bool clamp_scale, bool relu) {
     // Any dense layout (NCHW or channels-last): the kernels walk memory.
     const torch::Tensor xc = x.contiguous(x.suggest_memory_format());
-    const float s_raw = s.item<float>();
-    const float sv = clamp_scale ? std::min(std::max(s_raw, static_cast<float>(kScaleMin)), static_cast<float>(kScaleMax))
-                                 : s_raw;
     torch::Tensor y = torch::empty_like(xc);
-    forward_kernel(xc.data_ptr<float>(), y.data_ptr<float>(), xc.numel(), sv, static_cast<float>(neg),
-                   static_cast<float>(pos));
+#if MPQ_HAVE_CUDA
+    if (xc.is_cuda()) {
+      cuda::lsq_forward(xc, s, y, static_cast<float>(neg), static_cast<float>(pos), clamp_scale);
+    } else
+#endif
+    {
+      forward_kernel(xc.data_ptr<float>(), y.data_ptr<float>(), xc.numel(), scale_used(s.item<float>(), clamp_scale),
+                     static_cast<float>(neg), static_cast<float>(pos));
+    }
     ctx->save_for_backward({xc, s});
     ctx->saved_data["neg"] = neg;
     ctx->saved_data["pos"] = pos;
@@ -146,10 +158,6 @@ class LsqFunction : public torch::autograd::Function<LsqFunction> {
     const double g = ctx->saved_data["grad_scale"].toDouble();
     const bool clamp_scale = ctx->saved_data["clamp_scale"].toBool();
     const bool relu = ctx->saved_data["relu"].toBool();
-    const float s_raw = s.item<float>();
-    const bool s_inside = !clamp_scale || (s_raw >= kScaleMin && s_raw <= kScaleMax);
-    const float sv = clamp_scale ? std::min(std::max(s_raw, static_cast<float>(kScaleMin)), static_cast<float>(kScaleMax))
-                                 : s_raw;
     // The gradient in the input's layout, so element i of each is the same
     // element; where the layout is ambiguous (one channel, 1x1), both NCHW.
     torch::Tensor go = grad_out[0].contiguous(x.suggest_memory_format());
@@ -158,11 +166,29 @@ class LsqFunction : public torch::autograd::Function<LsqFunction> {
       go = grad_out[0].contiguous();
     }
     torch::Tensor gx = torch::empty_like(x);
-    const double sum = backward_kernel(x.data_ptr<float>(), go.data_ptr<float>(), gx.data_ptr<float>(), x.numel(), sv, n, p, relu);
-    torch::Tensor gs = torch::full_like(s, s_inside ? static_cast<float>(sum * g) : 0.f);
+    torch::Tensor gs;
+#if MPQ_HAVE_CUDA
+    if (x.is_cuda()) {
+      gs = torch::empty_like(s);
+      cuda::lsq_backward(x, go, s, gx, gs, n, p, g, clamp_scale, relu);
+    } else
+#endif
+    {
+      const float s_raw = s.item<float>();
+      const bool s_inside = !clamp_scale || (s_raw >= kScaleMin && s_raw <= kScaleMax);
+      const double sum = backward_kernel(x.data_ptr<float>(), go.data_ptr<float>(), gx.data_ptr<float>(), x.numel(),
+                                         scale_used(s_raw, clamp_scale), n, p, relu);
+      gs = torch::full_like(s, s_inside ? static_cast<float>(sum * g) : 0.f);
+    }
     return {gx, gs, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
+
+#if MPQ_HAVE_CUDA
+constexpr bool kHaveCudaKernels = true;
+#else
+constexpr bool kHaveCudaKernels = false;
+#endif
 
 }  // namespace
 
@@ -181,7 +207,8 @@ torch::Tensor lsq_quantize(const torch::Tensor& x, const torch::Tensor& s, Thres
                            bool clamp_scale, bool relu) {
   MPQ_ASSERT(s.numel() == 1, "lsq_quantize takes a one-element scale");
   MPQ_ASSERT(!relu || t.neg == 0, "lsq_quantize: relu with signed thresholds");
-  if (x.device().is_cpu() && x.scalar_type() == torch::kFloat && s.scalar_type() == torch::kFloat && s.device().is_cpu())
+  const bool fused_device = x.device().is_cpu() || (kHaveCudaKernels && x.is_cuda());
+  if (fused_device && x.scalar_type() == torch::kFloat && s.scalar_type() == torch::kFloat && s.device() == x.device())
     return LsqFunction::apply(x, s, t.neg, t.pos, grad_scale, clamp_scale, relu);
   return lsq_quantize_reference(relu ? torch::relu(x) : x, s, t, grad_scale, clamp_scale);
 }
@@ -210,12 +237,27 @@ void LsqQuantizerImpl::init_from_weight(const torch::Tensor& w) {
   }
 }
 
+bool LsqQuantizerImpl::initialised(int idx) {
+  // init_state lives with the module (on the GPU there), but reading it each
+  // forward would stall the stream: a host copy is kept, read again only
+  // when init_state is another tensor (to(device), a new module) or has been
+  // written since (a checkpoint loaded into it, init_from_weight).
+  if (init_state.unsafeGetTensorImpl() != init_seen_impl_ || init_state._version() != init_seen_version_) {
+    const torch::Tensor h = init_state.detach().to(torch::kCPU, torch::kFloat).contiguous();
+    init_seen_.assign(static_cast<size_t>(h.numel()), 0);
+    for (int64_t i = 0; i < h.numel(); ++i) init_seen_[static_cast<size_t>(i)] = h.data_ptr<float>()[i] != 0;
+    init_seen_impl_ = init_state.unsafeGetTensorImpl();
+    init_seen_version_ = init_state._version();
+  }
+  return init_seen_[static_cast<size_t>(idx)] != 0;
+}
+
 torch::Tensor LsqQuantizerImpl::forward(const torch::Tensor& x, int bits, bool relu) {
   MPQ_ASSERT(!relu || options_.all_positive, "quantizer: relu needs an unsigned quantizer");
   if (bits <= 0 || bits >= 32) return relu ? torch::relu(x) : x;
   const int idx = index_of(bits);
   const Thresholds t = thresholds(bits, options_.all_positive, options_.symmetric);
-  if (is_training() && init_state[idx].item<float>() == 0) {
+  if (is_training() && !initialised(idx)) {
     torch::NoGradGuard no_grad;
     // The mean in double: data-parallel ranks then agree with one process to the last bit.
     const torch::Tensor xd = relu ? x.detach().clamp_min(0) : x.detach().abs();
@@ -223,6 +265,8 @@ torch::Tensor LsqQuantizerImpl::forward(const torch::Tensor& x, int bits, bool r
     if (all_reduce_mean) all_reduce_mean(v);
     s[idx].copy_(v);
     init_state[idx].fill_(1);
+    init_seen_[static_cast<size_t>(idx)] = 1;
+    init_seen_version_ = init_state._version();
   }
   const double g = 1.0 / std::sqrt(t.pos * static_cast<double>(x.numel()) * numel_factor);
   return lsq_quantize(x, s.narrow(0, idx, 1), t, g, options_.clamp_scale, relu);

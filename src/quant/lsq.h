@@ -9,6 +9,8 @@
 // signed symmetric [-2^(b-1) + 1, 2^(b-1) - 1].
 #pragma once
 
+#include <cstdint>
+#include <functional>
 #include <vector>
 
 #include <torch/nn/module.h>
@@ -28,8 +30,8 @@ Thresholds thresholds(int bits, bool all_positive, bool symmetric);
 // a scale outside that range gets no gradient. `relu` (unsigned thresholds
 // only): quantizes relu(x), exactly, without a pass of its own; the clamp at
 // zero already gives relu's values, and x <= 0 then gets no gradient.
-// Float32 CPU tensors take the fused kernel; other dtypes and devices the
-// same math in ATen ops.
+// Float32 tensors on the CPU, or on a GPU in a CUDA build (lsq_cuda.h),
+// take the fused kernels; other dtypes and devices the same math in ATen ops.
 torch::Tensor lsq_quantize(const torch::Tensor& x, const torch::Tensor& s, Thresholds t, double grad_scale,
                            bool clamp_scale, bool relu = false);
 
@@ -75,7 +77,12 @@ class LsqQuantizerImpl : public torch::nn::Module {
   double numel_factor = 1;
 
  private:
+  bool initialised(int idx);  // init_state[idx] != 0, without a device round trip each call
+
   LsqQuantizerOptions options_;
+  const void* init_seen_impl_ = nullptr;  // the init_state tensor init_seen_ mirrors ...
+  uint32_t init_seen_version_ = 0;        // ... at this version of it
+  std::vector<char> init_seen_;
 };
 TORCH_MODULE(LsqQuantizer);
 

@@ -19,7 +19,7 @@ QConv2dImpl::QConv2dImpl(const torch::nn::Conv2dImpl& src, const std::vector<int
   stride_ = vec(o.stride());
   dilation_ = vec(o.dilation());
   groups_ = o.groups();
-  padding_ = vec(c10::get<torch::ExpandingArray<2>>(o.padding()));
+  padding_ = vec(std::get<torch::ExpandingArray<2>>(o.padding()));
   weight = register_parameter("weight", src.weight.detach().clone());
   if (src.bias.defined()) bias = register_parameter("bias", src.bias.detach().clone());
   quan_w_fn = register_module("quan_w_fn", LsqQuantizer(LsqQuantizerOptions{bits, false, false, clamp_scale}));

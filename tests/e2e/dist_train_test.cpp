@@ -72,7 +72,12 @@ void compare_one_and_two(const Fixture& f, const char* kind, const std::vector<s
 TEST(Distributed, TwoProcessesOfBatchBEqualOneOfBatch2BAfterOneStep) {
   for (const char* kind : {"fp", "finetune", "pretrain"}) {
     Fixture f;
-    compare_one_and_two(f, kind, {"dataloader.fraction=0.125"}, 1e-5);  // 30 images: one step
+    // 30 images: one step. The joint step's six backward passes through
+    // 2-bit lattices: with LibTorch 2.11 one momentum (layer1.0.conv1's)
+    // differs by 1.08e-5 in float32 (under 1e-5 with 1.13), and by 2.9e-6
+    // even in float64, the BatchNorm-mean-on-the-lattice tie described in
+    // the float64 test below; the multi-step tests bound the rest.
+    compare_one_and_two(f, kind, {"dataloader.fraction=0.125"}, kind == std::string("pretrain") ? 2e-5 : 1e-5);
   }
 }
 
@@ -219,17 +224,30 @@ TEST(Distributed, AnUnavailableBackendIsAConfigErrorBeforeTheRendezvous) {
   EXPECT_EQ(err.find("cannot reach"), std::string::npos) << err;
 }
 
-TEST(Distributed, TorchrunLaunchesMpq) {
-  if (std::system("command -v torchrun >/dev/null 2>&1") != 0)
-    GTEST_SKIP() << "torchrun not installed (Debian's python3-torch provides it)";
+// training_device: gpu (the original's configs say so) where no GPU is
+// visible is one line, exit 2, before anything is trained; cpu and auto
+// train on the CPU here.
+TEST(Distributed, AGpuAskedForWhereThereIsNoneIsAConfigError) {
+  if (torch::cuda::is_available()) GTEST_SKIP() << "a GPU is here";
   Fixture f;
-  // Debian 12's torchrun (torch 1.13 under Python 3.11) cannot start a
-  // worker with its default --redirects/--tee of 0 ("to_map: 'NoneType'
-  // object has no attribute 'get'": Python 3.11 no longer iterates the zero
-  // flag Std.NONE, so "0" parses to None). Any single-flag value parses, so
-  // stderr goes to per-rank log files and is teed to the console (-r 2 -t 2),
-  // which newer torchruns accept too. 1.13 spells --no-python --no_python.
-  const std::string torchrun = "torchrun --no_python -r 2 -t 2 --master_port=";
+  const Result r = mpq_run("finetune " + f.config("g", "fp", "training_device: gpu\n"), f.dir);
+  EXPECT_EQ(r.code, 2) << r.err;
+  EXPECT_NE(r.err.find("training_device: gpu, but no CUDA device is visible to this process"), std::string::npos)
+      << r.err;
+  const Result bad = mpq_run("finetune " + f.config("b", "fp", "training_device: tpu\n"), f.dir);
+  EXPECT_EQ(bad.code, 2);
+  EXPECT_NE(bad.err.find("training_device 'tpu' is not one of auto, cpu, gpu (or cuda)"), std::string::npos) << bad.err;
+  const Result cpu = mpq_run("finetune " + f.config("c", "fp", "training_device: cpu\nepochs: 1\n") +
+                                 " --set dataloader.fraction=0.125", f.dir);
+  EXPECT_EQ(cpu.code, 0) << cpu.err;
+  EXPECT_NE(cpu.err.find("device cpu"), std::string::npos) << cpu.err;
+}
+
+TEST(Distributed, TorchrunLaunchesMpq) {
+  // The torchrun of the torch wheel whose LibTorch mpq is built against.
+  if (mpq::test::torchrun().empty()) GTEST_SKIP() << mpq::test::kNoTorchPython;
+  Fixture f;
+  const std::string torchrun = mpq::test::torchrun() + " --no-python --master_port=";
   const std::string probe = torchrun + std::to_string(free_port()) + " --nproc_per_node=1 /bin/true >" +
                             f.dir.file("probe") + " 2>&1";
   if (std::system(probe.c_str()) != 0)

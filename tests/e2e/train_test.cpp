@@ -90,6 +90,62 @@ TEST(Train, ResumeRejectsAnotherKindOfCheckpoint) {
   EXPECT_NE(r.err.find("a checkpoint of an mpq fp run, but this run is pretrain"), std::string::npos) << r.err;
 }
 
+// Python's torch.load, at its default weights_only=True (torch >= 2.6), reads
+// the checkpoints every mpq training command writes, and the full-precision
+// one's state_dict loads strictly into a ResNet-20 written in PyTorch.
+TEST(Train, PythonTorchLoadsTheCheckpointsAndTheirStateDict) {
+  const std::string py = mpq::test::torch_python();
+  if (py.empty()) GTEST_SKIP() << mpq::test::kNoTorchPython;
+  Fixture f;
+  const std::string one = "epochs: 1\nwarmup_epochs: 0\ncheckpoint_steps: 0\n";
+  for (const char* kind : {"fp", "finetune", "pretrain"})
+    ASSERT_EQ(mpq_run(std::string(kind == std::string("fp") ? "finetune " : std::string(kind) + " ") +
+                          f.config(kind, kind, one),
+                      f.dir)
+                  .code,
+              0)
+        << kind;
+  const std::string script = f.dir.file("load.py");
+  mpq::test::write_all(script, R"(import sys, torch, torch.nn as nn
+def cbn(i, o, k, s):
+    return [nn.Conv2d(i, o, k, s, k // 2, bias=False), nn.BatchNorm2d(o)]
+class Block(nn.Module):
+    def __init__(self, i, o, s):
+        super().__init__()
+        self.conv1, self.bn1 = cbn(i, o, 3, s)
+        self.conv2, self.bn2 = cbn(o, o, 3, 1)
+        self.downsample = nn.Sequential(*cbn(i, o, 1, s)) if s != 1 or i != o else None
+    def forward(self, x):
+        y = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
+        return torch.relu(y + (self.downsample(x) if self.downsample is not None else x))
+class ResNet20(nn.Module):
+    def __init__(self, cin, classes):
+        super().__init__()
+        self.conv1, self.bn1 = cbn(cin, 16, 3, 1)
+        for n, (i, o, s) in enumerate([(16, 16, 1), (16, 32, 2), (32, 64, 2)]):
+            setattr(self, 'layer%d' % (n + 1), nn.Sequential(Block(i, o, s), Block(o, o, 1), Block(o, o, 1)))
+        self.fc = nn.Linear(64, classes)
+    def forward(self, x):
+        x = torch.relu(self.bn1(self.conv1(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.fc(x.mean((2, 3)))
+for path in sys.argv[1:]:
+    ck = torch.load(path)  # weights_only=True: plain containers and tensors only
+    assert isinstance(ck, dict) and 'state_dict' in ck, path
+    assert all(isinstance(v, torch.Tensor) for v in ck['state_dict'].values()), path
+sd = torch.load(sys.argv[1])['state_dict']
+m = ResNet20(sd['conv1.weight'].shape[1], sd['fc.weight'].shape[0])
+m.load_state_dict(sd, strict=True)
+m.eval()
+assert torch.isfinite(m(torch.randn(2, sd['conv1.weight'].shape[1], 28, 28))).all()
+print('ok', torch.__version__)
+)");
+  const std::string cmd = py + " " + script + " " + f.run_dir("fp") + "/last.pt " + f.run_dir("finetune") +
+                          "/last.pt " + f.run_dir("pretrain") + "/last.pt > " + f.dir.file("py.out") + " 2>&1";
+  EXPECT_EQ(std::system(cmd.c_str()), 0) << mpq::test::read_all(f.dir.file("py.out"));
+  EXPECT_EQ(mpq::test::read_all(f.dir.file("py.out")).rfind("ok 2.", 0), 0u) << mpq::test::read_all(f.dir.file("py.out"));
+}
+
 }  // namespace
 
 #include "engine/trainer.h"

@@ -162,15 +162,15 @@ TEST(Checkpoint, StrictLoadNamesWhatDoesNotMatch) {
 }
 
 TEST(Checkpoint, PythonTorchLoadReadsWhatWeWrite) {
-  // Debian's python3-torch; /usr/bin/python3 so a virtualenv's python does not hide it.
-  if (std::system("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1") != 0)
-    GTEST_SKIP() << "python3-torch is not installed (apt-get install python3-torch to run this check)";
+  // torch.load's default (weights_only=True since torch 2.6) takes the file.
+  const std::string py = test::torch_python();
+  if (py.empty()) GTEST_SKIP() << test::kNoTorchPython;
   test::TempDir dir;
   torch::manual_seed(0);
   const torch::Tensor w = torch::randn({4, 3, 3, 3});
   torchio::save_checkpoint(dir.file("c.pt"), {{"layer1.0.conv1.weight", w}},
                            {{"epoch", c10::IValue(int64_t{3})}, {"arch", c10::IValue(std::string("resnet18"))}});
-  const std::string cmd = "/usr/bin/python3 -c \"import torch; d = torch.load('" + dir.file("c.pt") +
+  const std::string cmd = py + " -c \"import torch; d = torch.load('" + dir.file("c.pt") +
                           "'); assert type(d) is dict and d['epoch'] == 3 and d['arch'] == 'resnet18', d; "
                           "w = d['layer1.0.conv1.weight']; assert w.shape == (4, 3, 3, 3); "
                           "assert abs(float(w.sum()) - " + std::to_string(w.sum().item<double>()) + ") < 1e-4\"";
@@ -179,10 +179,10 @@ TEST(Checkpoint, PythonTorchLoadReadsWhatWeWrite) {
 
 TEST(Checkpoint, SharedStoragesStayShared) {
   // A view and its base saved together share one storage in the file.
-  if (std::system("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1") != 0)
-    GTEST_SKIP() << "python3-torch is not installed (needed to write the fixture)";
+  const std::string py = test::torch_python();
+  if (py.empty()) GTEST_SKIP() << test::kNoTorchPython;
   test::TempDir dir;
-  const std::string cmd = "/usr/bin/python3 -c \"import torch, collections; b = torch.arange(12.).reshape(3, 4); "
+  const std::string cmd = py + " -c \"import torch, collections; b = torch.arange(12.).reshape(3, 4); "
                           "d = collections.OrderedDict(base=b, row=b[1], col=b[:, 2], half=b.half()); "
                           "torch.save({'state_dict': d}, '" + dir.file("s.pth") + "')\"";
   ASSERT_EQ(std::system(cmd.c_str()), 0);

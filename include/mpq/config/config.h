@@ -45,7 +45,11 @@ struct Config {
   std::vector<int> weight_bits, act_bits;  // finetune: one per searchable layer
   std::string policy;                 // finetune: a policy file from `mpq search` instead of the lists
   std::string output_dir = "out";
-  std::string gpu, training_device = "cpu";  // informational; the device is picked by the build and torchrun
+  std::string gpu;  // the original's label of the GPU model (e.g. v100_32g); informational
+  // auto: cuda:LOCAL_RANK where a CUDA device is visible, else the CPU; cpu:
+  // the CPU even where a GPU is; gpu (the original's spelling) or cuda: a
+  // GPU, an error where there is none.
+  std::string training_device = "auto";
   DataloaderConfig dataloader;
   std::string resume_path;            // resume.path: a checkpoint to continue from
   bool resume_lean = false;

@@ -1,0 +1,25 @@
+// The fused LSQ kernels on CUDA tensors (src/quant/lsq_cuda.cu), the GPU
+// side of lsq_quantize (lsq.h): the same arithmetic as the CPU kernels,
+// element for element (IEEE division, rounding half to even), on the current
+// stream. The scale is read on the device, so neither pass synchronises
+// with the host. Compiled in where LibTorch is a CUDA build (MPQ_HAVE_CUDA).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+namespace mpq::quant::cuda {
+
+// y[i] = round(clamp(x[i] / s', n, p)) * s' with s' = s[0], or
+// clamp(s[0], 1e-5, 1) with `clamp_scale`. x and y: dense float32, one
+// layout; s: one float32 element on x's device.
+void lsq_forward(const at::Tensor& x, const at::Tensor& s, const at::Tensor& y, float n, float p, bool clamp_scale);
+
+// gx[i] = go[i] where the clamp left x[i] / s' unchanged (and, with `relu`,
+// x[i] > 0), else 0; gs[0] = g * sum(go * ds) (ds = round(v) - v inside,
+// n or p outside), or 0 where `clamp_scale` and s[0] lies outside [1e-5, 1].
+// The sum is taken in double in a fixed order that depends on numel only,
+// so it is the same run to run and on every GPU.
+void lsq_backward(const at::Tensor& x, const at::Tensor& go, const at::Tensor& s, const at::Tensor& gx,
+                  const at::Tensor& gs, float n, float p, double g, bool clamp_scale, bool relu);
+
+}  // namespace mpq::quant::cuda

@@ -1,5 +1,0 @@
-// Stand-in for the real header, declarations only: lets a CPU build compile
-// src/dist/nccl.cpp against LibTorch 1.13's ProcessGroupNCCL.hpp (see README.md).
-#pragma once
-typedef struct cusolverDnContext* cusolverDnHandle_t;
-typedef enum { CUSOLVER_STATUS_SUCCESS = 0 } cusolverStatus_t;

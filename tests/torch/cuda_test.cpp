@@ -1,0 +1,124 @@
+// mpq on a GPU (CTest label `cuda`): the fused LSQ CUDA kernels against the
+// original's 72 golden cases and against the CPU kernels (bitwise: the same
+// float operations), the step-size gradient the same run to run, and
+// training steps on CUDA against the same steps on the CPU. Every test skips,
+// with the reason, where no GPU is visible (CI, this project's machines).
+#include <gtest/gtest.h>
+
+#include <torch/cuda.h>
+#include <torch/serialize.h>
+#include <torch/torch.h>
+#include <yaml-cpp/yaml.h>
+
+#include <random>
+
+#include "engine/joint.h"
+#include "models/zoo.h"
+#include "mpq/search/geometry.h"
+#include "quant/lsq.h"
+#include "quant/qmodules.h"
+#include "test_util.h"
+
+using namespace mpq;
+using quant::Thresholds;
+
+namespace {
+
+#define MPQ_NEED_GPU()                                                                                         \
+  if (!torch::cuda::is_available())                                                                           \
+  GTEST_SKIP() << "no CUDA device visible (this build is " << (at::hasCUDA() ? "CUDA-enabled" : "CPU-only") \
+               << "); scripts/device_check.sh runs these on a GPU machine"
+
+// The golden tolerances of lsq_test.cpp: elementwise results to a rounding
+// tie (one ulp of x / s), the step-size gradient (a sum) relatively.
+constexpr double kOutputAtol = 1e-6;
+constexpr double kGradScaleRtol = 1e-4;
+// A training step on the GPU against the CPU: cuDNN's convolutions sum in
+// other orders than oneDNN's, so the weights after a few steps agree to
+// float32 noise, not bitwise.
+constexpr double kStepAtol = 1e-4;
+
+torch::Tensor get(const c10::Dict<c10::IValue, c10::IValue>& d, int i, const char* key) {
+  return d.at(std::to_string(i) + "." + key).toTensor();
+}
+
+}  // namespace
+
+TEST(Cuda, LsqGoldenCasesOnTheGpu) {
+  MPQ_NEED_GPU();
+  const std::string bytes = test::read_all(test::golden("lsq_cases.pt"));
+  const auto cases = torch::pickle_load(std::vector<char>(bytes.begin(), bytes.end())).toGenericDict();
+  const YAML::Node meta = YAML::LoadFile(test::golden("lsq_cases.json"));
+  ASSERT_EQ(meta.size(), 72u);
+  const torch::Device gpu(torch::kCUDA, 0);
+  for (const auto& c : meta) {
+    const int i = c["case"].as<int>();
+    SCOPED_TRACE("case " + std::to_string(i));
+    const Thresholds t{c["thd_neg"].as<double>(), c["thd_pos"].as<double>()};
+    const bool clamp = c["s_clamped_to_1e-5_1"].as<bool>();
+    const double g = c["grad_scale"].as<double>();
+    torch::Tensor x = get(cases, i, "x").to(gpu).requires_grad_(true);
+    torch::Tensor s = get(cases, i, "s").to(gpu).requires_grad_(true);
+    torch::Tensor y = quant::lsq_quantize(x, s, t, g, clamp);
+    y.backward(get(cases, i, "grad_out").to(gpu));
+    EXPECT_LE((y.cpu() - get(cases, i, "y")).abs().max().item<double>(), kOutputAtol);
+    EXPECT_LE((x.grad().cpu() - get(cases, i, "grad_x")).abs().max().item<double>(), kOutputAtol);
+    const double gs = s.grad().cpu().item<double>(), ref = get(cases, i, "grad_s").item<double>();
+    EXPECT_LE(std::abs(gs - ref), kGradScaleRtol * std::max(1e-6, std::abs(ref))) << gs << " vs " << ref;
+  }
+}
+
+// Same float operations as the CPU kernels: y and the input gradient equal
+// bitwise; the step-size gradient, summed in double in another order, to
+// 1e-6 relative, and bitwise the same on a second run.
+TEST(Cuda, LsqKernelsEqualTheCpuKernelsAndAreDeterministic) {
+  MPQ_NEED_GPU();
+  torch::manual_seed(5);
+  for (const std::vector<int64_t>& shape : std::vector<std::vector<int64_t>>{{1}, {1000}, {32, 64, 28, 28}})
+    for (int bits : {2, 4, 8})
+      for (bool relu : {false, true}) {
+        SCOPED_TRACE(std::to_string(bits) + " bits, relu " + std::to_string(relu));
+        const Thresholds t = quant::thresholds(bits, relu, false);
+        const torch::Tensor x0 = torch::randn(shape), go = torch::randn(shape);
+        const torch::Tensor s0 = torch::full({1}, 0.05);
+        auto run = [&](const torch::Device& d) {
+          torch::Tensor x = x0.to(d).requires_grad_(true), s = s0.to(d).requires_grad_(true);
+          torch::Tensor y = quant::lsq_quantize(x, s, t, 0.01, true, relu);
+          y.backward(go.to(d));
+          return std::vector<torch::Tensor>{y.cpu(), x.grad().cpu(), s.grad().cpu()};
+        };
+        const auto cpu = run(torch::kCPU), a = run(torch::kCUDA), b = run(torch::kCUDA);
+        EXPECT_TRUE(torch::equal(cpu[0], a[0]));
+        EXPECT_TRUE(torch::equal(cpu[1], a[1]));
+        EXPECT_LE((cpu[2] - a[2]).abs().item<double>(), 1e-6 * std::max(1e-6, cpu[2].abs().item<double>()));
+        EXPECT_TRUE(torch::equal(a[2], b[2])) << "the step-size gradient must not change from run to run";
+      }
+}
+
+// Three joint indicator-training steps and three W4A4 finetuning steps of
+// ResNet-20 on the GPU against the same on the CPU.
+TEST(Cuda, TrainingStepsOnTheGpuEqualTheCpusWithinTolerance) {
+  MPQ_NEED_GPU();
+  const std::vector<int> cands = {4, 3, 2};
+  auto make = [&](const torch::Device& d) {
+    torch::manual_seed(0);
+    auto q = quant::quantize_for_indicators(models::make_model("resnet20", {10, 1}), cands);
+    q.net->to(d);
+    return q;
+  };
+  auto cpu = make(torch::kCPU), gpu = make(torch::kCUDA);
+  auto ocpu = engine::make_sgd(*cpu.net, 0.01, 0.9, 2.5e-5), ogpu = engine::make_sgd(*gpu.net, 0.01, 0.9, 2.5e-5);
+  torch::manual_seed(1);
+  const torch::Tensor x = torch::randn({16, 1, 28, 28}), y = torch::randint(10, {16});
+  std::mt19937_64 rc(0), rg(0);
+  for (int step = 0; step < 3; ++step) {
+    const auto lc = engine::joint_step(cpu, *ocpu, x, y, 0.1, engine::sample_policy(rc, cands, cpu.convs.size()));
+    const auto lg = engine::joint_step(gpu, *ogpu, x.cuda(), y.cuda(), 0.1,
+                                       engine::sample_policy(rg, cands, gpu.convs.size()));
+    ASSERT_EQ(lc.size(), lg.size());
+    for (size_t k = 0; k < lc.size(); ++k) EXPECT_NEAR(lc[k], lg[k], 1e-4) << "step " << step << " pass " << k;
+  }
+  const auto pc = cpu.net->named_parameters(), pg = gpu.net->named_parameters();
+  for (const auto& kv : pc)
+    EXPECT_LE((kv.value() - pg[kv.key()].cpu()).abs().max().item<double>(), kStepAtol) << kv.key();
+}
