@@ -5,7 +5,10 @@
 // one model only; MPQ_PROFILE=DIR Chrome traces of three steps of each;
 // MPQ_MALLOC=system glibc's malloc defaults instead of mpq's settings;
 // MPQ_RELU_AB=1 also the W4A4 step with every ReLU its own op (none absorbed
-// by the next conv's quantizer), interleaved, on stderr.
+// by the next conv's quantizer), interleaved, on stderr; MPQ_DEVICE=cuda (or
+// cuda:N) the steps on a GPU, each timed to its end (synchronised), and the
+// host synchronisations of one step of each kind counted with CUDA's sync
+// debug mode; MPQ_BATCH=N another batch size.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -15,6 +18,11 @@
 
 #include <torch/torch.h>
 #include <torch/csrc/autograd/profiler_legacy.h>
+
+#if MPQ_HAVE_CUDA
+#include <c10/cuda/CUDAFunctions.h>
+#endif
+#include <c10/util/Exception.h>
 
 #include "models/zoo.h"
 #include "mpq/common/malloc_tuning.h"
@@ -29,29 +37,74 @@ namespace {
 // The layout of mpq's training (config key channels_last), unless MPQ_NCHW is set.
 bool channels_last() { return std::getenv("MPQ_NCHW") == nullptr; }
 
+torch::Device bench_device() {
+  const char* d = std::getenv("MPQ_DEVICE");
+  return d ? torch::Device(d) : torch::Device(torch::kCPU);
+}
+
+// Waits for the GPU's queued work, so that a step's time is its whole time.
+void finish(const torch::Device& d) {
+  if (d.is_cuda()) torch::cuda::synchronize(d.index());
+}
+
+// The host synchronisations `f` makes, counted with CUDA's sync debug mode
+// (each synchronising call warns); -1 on the CPU.
+template <typename F>
+int count_syncs(const torch::Device& d, F&& f) {
+#if MPQ_HAVE_CUDA
+  if (d.is_cuda()) {
+    struct Counter : c10::WarningHandler {
+      int n = 0;
+      void process(const c10::Warning& w) override { n += w.msg().find("synchroniz") != std::string::npos; }
+    } counter;
+    finish(d);
+    {
+      c10::WarningUtils::WarningHandlerGuard guard(&counter);
+      c10::cuda::warning_state().set_sync_debug_mode(c10::cuda::SyncDebugMode::L_WARN);
+      f();
+      c10::cuda::warning_state().set_sync_debug_mode(c10::cuda::SyncDebugMode::L_DISABLED);
+    }
+    finish(d);
+    return counter.n;
+  }
+#endif
+  f();
+  return -1;
+}
+
 // One training step: forward, label-smoothing cross-entropy, backward, SGD.
 struct Trainer {
-  Trainer(models::Net n, int batch, int channels, int hw, int classes)
+  Trainer(models::Net n, int batch, int channels, int hw, int classes, torch::Device d)
       : net(std::move(n)),
-        opt(net->parameters(), torch::optim::SGDOptions(0.01).momentum(0.9).nesterov(true)),
+        dev(d),
         x(torch::randn({batch, channels, hw, hw})),
         y(torch::randint(classes, {batch})) {
     net->train();
+    net->to(dev);
+    x = x.to(dev);
+    y = y.to(dev);
     if (channels_last()) {
       net->to_channels_last();
       x = x.contiguous(torch::MemoryFormat::ChannelsLast);
     }
+    opt = std::make_unique<torch::optim::SGD>(net->parameters(),
+                                              torch::optim::SGDOptions(0.01).momentum(0.9).nesterov(true));
   }
   double step() {
     const auto t0 = std::chrono::steady_clock::now();
-    opt.zero_grad();
-    torch::Tensor loss = torch::cross_entropy_loss(net->forward(x), y, {}, at::Reduction::Mean, -100, 0.1);
-    loss.backward();
-    opt.step();
+    step_only();
+    finish(dev);
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   }
+  void step_only() {
+    opt->zero_grad();
+    torch::Tensor loss = torch::cross_entropy_loss(net->forward(x), y, {}, at::Reduction::Mean, -100, 0.1);
+    loss.backward();
+    opt->step();
+  }
   models::Net net;
-  torch::optim::SGD opt;
+  torch::Device dev;
+  std::unique_ptr<torch::optim::SGD> opt;
   torch::Tensor x, y;
 };
 
@@ -71,26 +124,29 @@ int main(int argc, char** argv) {
     const char* model;
     int batch, channels, hw, classes;
   } cases[] = {{"resnet20", 128, 1, 28, 10}, {"resnet18", 16, 3, 224, 1000}, {"mobilenetv1", 16, 3, 224, 1000}};
-  std::printf("threads %d\n| model | batch | FP step (ms) | W4A4 step (ms) | ratio | FP img/s | W4A4 img/s | "
+  const torch::Device dev = bench_device();
+  if (const char* b = std::getenv("MPQ_BATCH"))
+    for (auto& c : cases) c.batch = std::atoi(b);
+  std::printf("device %s, threads %d\n| model | batch | FP step (ms) | W4A4 step (ms) | ratio | FP img/s | W4A4 img/s | "
               "joint 6..2 img/s | joint / FP |\n|---|---|---|---|---|---|---|---|---|\n",
-              torch::get_num_threads());
+              dev.str().c_str(), torch::get_num_threads());
   for (const auto& c : cases) {
     if (const char* only = std::getenv("MPQ_CASE"); only && std::string(only) != c.model) continue;
     torch::manual_seed(0);
-    Trainer fp(models::make_model(c.model, {c.classes, c.channels}), c.batch, c.channels, c.hw, c.classes);
+    Trainer fp(models::make_model(c.model, {c.classes, c.channels}), c.batch, c.channels, c.hw, c.classes, dev);
     torch::manual_seed(0);
     const auto names = search::zoo_geometry(c.model, {c.hw, c.hw, c.channels, c.classes}).searchable_names();
     const std::vector<int> bits(names.size(), 4);
     auto w4a4 = [&] {
       return quant::quantize_for_finetune(models::make_model(c.model, {c.classes, c.channels}), names, bits, bits);
     };
-    Trainer q(w4a4().net, c.batch, c.channels, c.hw, c.classes);
+    Trainer q(w4a4().net, c.batch, c.channels, c.hw, c.classes, dev);
     std::unique_ptr<Trainer> separate;
     if (std::getenv("MPQ_RELU_AB") != nullptr) {
       torch::manual_seed(0);
       quant::QuantizedNet qn = w4a4();
       for (auto& conv : qn.convs) conv->input_after_relu = false;
-      separate = std::make_unique<Trainer>(qn.net, c.batch, c.channels, c.hw, c.classes);
+      separate = std::make_unique<Trainer>(qn.net, c.batch, c.channels, c.hw, c.classes, dev);
     }
     // Interleaved, so all see the same machine; two warm-up steps each.
     std::vector<double> tf, tq, ts;
@@ -131,16 +187,23 @@ int main(int argc, char** argv) {
     torch::manual_seed(0);
     const std::vector<int> cands = {6, 5, 4, 3, 2};
     auto qj = quant::quantize_for_indicators(models::make_model(c.model, {c.classes, c.channels}), cands);
+    qj.net->to(dev);
     if (channels_last()) qj.net->to_channels_last();
     auto opt = engine::make_sgd(*qj.net, 0.01, 0.9, 2.5e-5);
     std::mt19937_64 rng(0);
     std::vector<double> tj;
+    auto joint = [&] { engine::joint_step(qj, *opt, fp.x, fp.y, 0.1, engine::sample_policy(rng, cands, qj.convs.size())); };
     for (int i = 0; i < std::max(3, steps / 3) + 1; ++i) {
       const auto t0 = std::chrono::steady_clock::now();
-      engine::joint_step(qj, *opt, fp.x, fp.y, 0.1, engine::sample_policy(rng, cands, qj.convs.size()));
+      joint();
+      finish(dev);
       if (i >= 1) tj.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     }
     const double mj = median(tj);
+    if (dev.is_cuda())
+      std::fprintf(stderr, "%s: host synchronisations in one step: FP %d, W4A4 %d, joint %d\n", c.model,
+                   count_syncs(dev, [&] { fp.step_only(); }), count_syncs(dev, [&] { q.step_only(); }),
+                   count_syncs(dev, joint));
     std::printf("| %s | %d | %.1f | %.1f | %.2fx | %.1f | %.1f | %.1f | %.2fx |\n", c.model, c.batch, mf * 1e3,
                 mq * 1e3, mq / mf, c.batch / mf, c.batch / mq, c.batch / mj, mj / mf);
   }

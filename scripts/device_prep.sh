@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Prepares, on this (GPU-less) machine, what scripts/device_check.sh needs on
+# a lent GPU machine, in the git-ignored folder .device/ (name it in the
+# device tool's `carry`):
+#   bin/     mpq, libmpq_torch.so, the CUDA and LSQ test binaries and
+#            qat_bench, built here against the torch 2.11.0+cu130 wheel's
+#            LibTorch (the GPU machine's own torch is the same build) and
+#            without OpenCV (-DMPQ_WITH_OPENCV=OFF: Debian's OpenCV pulls in
+#            over a hundred libraries; ImageFolder is refused there)
+#   lib/     the Debian libraries those need that are neither LibTorch's, CUDA's
+#            nor the C runtime's (yaml-cpp, spdlog, fmt, CBC and its solvers)
+#   golden/  the golden LSQ cases (../shared/golden does not travel)
+#   data/    Fashion-MNIST (Debian's dataset-fashion-mnist)
+#   limpq/   a checkout of the original (1hunters/LIMPQ), which this script
+#            cannot fetch: put one there first (git archive of the search
+#            tool's fetch), and limpq_train_bench.py beside it
+# Checks that it all fits the device tool's 64 MiB and prints the size.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+d=.device
+[ -f "$d/limpq/indicators_pretraining/process.py" ] || {
+  echo "device_prep: $d/limpq holds no LIMPQ checkout; put one there (git archive of 1hunters/LIMPQ)" >&2
+  exit 1
+}
+MPQ_BUILD_DIR=build-device bash scripts/build.sh -DMPQ_WITH_OPENCV=OFF
+rm -rf "$d/bin" "$d/lib" "$d/golden" "$d/data"
+mkdir -p "$d/bin" "$d/lib" "$d/golden" "$d/data"
+bins=(mpq libmpq_torch.so cuda_test lsq_test joint_step_test qat_bench)
+for b in "${bins[@]}"; do cp "build-device/$b" "$d/bin/"; done
+# What the GPU machine has of its own: LibTorch and CUDA (in its torch), the
+# C and C++ runtimes.
+own='libtorch|libc10|libcuda|libcudnn|libcublas|libnccl|libnvrtc|libnvshmem|libcufft|libcurand|libcusparse|libcufile|libcupti|libnvJitLink|libnvToolsExt|libcaffe2|libgomp|libc\.so|libm\.so|libstdc\+\+|libgcc_s|ld-linux|libdl\.so|librt\.so|libpthread|linux-vdso'
+for b in "${bins[@]}"; do
+  ldd "$d/bin/$b" | awk '$2 == "=>" && $3 ~ /^\// {print $1, $3}' | grep -v -E "^($own)" | while read -r name path; do
+    cp -L "$path" "$d/lib/$name"
+  done
+done
+cp ../shared/golden/lsq_cases.json ../shared/golden/lsq_cases.pt "$d/golden/"
+cp ../shared/bench/limpq_train_bench.py "$d/"
+cp /usr/share/datasets/fashion-mnist/*.gz "$d/data/"
+size=$(du -sm "$d" | cut -f1)
+echo "device_prep: $d holds $size MiB: $(ls "$d/lib" | tr '\n' ' ')" >&2
+[ "$size" -lt 62 ] || { echo "device_prep: $d is over the device tool's 64 MiB" >&2; exit 1; }
