@@ -1,6 +1,9 @@
 #include "torchio/checkpoint.h"
 
 #include <caffe2/serialize/inline_container.h>
+#include <torch/csrc/jit/serialization/export.h>
+#include <torch/csrc/jit/serialization/pickler.h>
+
 #include <torch/serialize.h>
 
 #include <cstring>
@@ -222,8 +225,26 @@ void save_checkpoint(const std::string& path, const StateDict& tensors,
   c10::impl::GenericDict dict(c10::StringType::get(), c10::AnyType::get());
   for (const auto& [k, v] : metadata) dict.insert(k, v);
   for (const auto& [k, t] : tensors) dict.insert(k, t.detach().cpu().contiguous());
-  const std::vector<char> bytes = torch::pickle_save(c10::IValue(dict));
-  io::write_file_atomic(path, std::string(bytes.begin(), bytes.end()));
+  // torch.save's zip archive, with plain (untagged) dicts and lists:
+  // torch::pickle_save wraps each typed container in
+  // torch.jit._pickle.restore_type_tag, which torch.load's default
+  // weights_only=True (torch >= 2.6) refuses to call.
+  std::vector<char> pickled;
+  torch::jit::Pickler pickler([&](const char* buf, size_t n) { pickled.insert(pickled.end(), buf, buf + n); },
+                              nullptr, nullptr, nullptr, nullptr, /*tag_aggregates=*/false);
+  pickler.protocol();
+  pickler.pushIValue(c10::IValue(dict));
+  pickler.stop();
+  std::string bytes;
+  {
+    caffe2::serialize::PyTorchStreamWriter writer([&](const void* buf, size_t n) -> size_t {
+      bytes.append(static_cast<const char*>(buf), n);
+      return n;
+    });
+    torch::jit::writeArchiveAndTensors("data", pickled.data(), pickled.size(), pickler.tensorData(), writer);
+    writer.writeEndOfFile();
+  }
+  io::write_file_atomic(path, bytes);
 }
 
 }  // namespace mpq::torchio
