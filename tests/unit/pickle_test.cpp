@@ -207,3 +207,12 @@ TEST(Pickle, ErrorsSayWhatWasFound) {
   EXPECT_EQ(message("\x80\x02K\x01K\x02."), "f.pkl: not a valid pickle: STOP with 2 values on the stack (expected 1) (at byte 6)");
   EXPECT_NE(message("\x80\x02K\x01Q.").find("persistent id 1 needs a loader"), std::string::npos);
 }
+
+// A libFuzzer leak artifact (an object built with itself as its state, in a
+// truncated frame): refused with an error, no leak, no crash.
+TEST(Pickle, FuzzLeakArtifactIsRefused) {
+  const std::string bytes = mpq::test::from_hex(
+      "8004958f01000000000094285d5d8c008c00933232328004958f01850000000094285d5d8c008c00933285818574813295803285"
+      "4b05190010620000859bff60");
+  EXPECT_THROW(mpq::pickle::read(bytes), mpq::Error);
+}
