@@ -18,6 +18,7 @@
 #include <sstream>
 #include <thread>
 
+#include <ATen/detail/CUDAHooksInterface.h>
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <torch/cuda.h>
 #include <torch/optim/sgd.h>
@@ -378,7 +379,7 @@ torch::Device pick_device(const dist::Env& env, const std::string& training_devi
   const bool want_gpu = training_device == "gpu" || training_device == "cuda";
   if (!torch::cuda::is_available()) {
     MPQ_CHECK(!want_gpu, "training_device: ", training_device, ", but ",
-              at::hasCUDA() ? "no CUDA device is visible to this process (check the driver with nvidia-smi, and "
+              at::detail::getCUDAHooks().isBuilt() ? "no CUDA device is visible to this process (check the driver with nvidia-smi, and "
                                  "CUDA_VISIBLE_DEVICES)"
                                : "this mpq's LibTorch is a CPU build (rebuild against the CUDA one scripts/install_torch.sh installs)",
               "; or set training_device: auto or cpu");

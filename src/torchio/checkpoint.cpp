@@ -220,10 +220,33 @@ LoadReport load_state_dict(torch::nn::Module& module, const StateDict& state, bo
   return report;
 }
 
+namespace {
+
+// The pickler writes typed lists (int, float, bool, tensor) as calls of
+// torch.jit._pickle.build_*list, which torch.load's weights_only=True refuses;
+// as generic lists they are plain pickle lists. Dicts are rebuilt with their
+// values made plain too.
+c10::IValue plain(const c10::IValue& v) {
+  if (v.isList()) {
+    c10::impl::GenericList out(c10::AnyType::get());
+    for (const c10::IValue& e : v.toListRef()) out.push_back(plain(e));
+    return out;
+  }
+  if (v.isGenericDict()) {
+    const auto in = v.toGenericDict();
+    c10::impl::GenericDict out(in.keyType(), c10::AnyType::get());
+    for (const auto& e : in) out.insert(e.key(), plain(e.value()));
+    return out;
+  }
+  return v;
+}
+
+}  // namespace
+
 void save_checkpoint(const std::string& path, const StateDict& tensors,
                      const std::vector<std::pair<std::string, c10::IValue>>& metadata) {
   c10::impl::GenericDict dict(c10::StringType::get(), c10::AnyType::get());
-  for (const auto& [k, v] : metadata) dict.insert(k, v);
+  for (const auto& [k, v] : metadata) dict.insert(k, plain(v));
   for (const auto& [k, t] : tensors) dict.insert(k, t.detach().cpu().contiguous());
   // torch.save's zip archive, with plain (untagged) dicts and lists:
   // torch::pickle_save wraps each typed container in

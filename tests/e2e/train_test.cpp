@@ -93,19 +93,19 @@ TEST(Train, ResumeRejectsAnotherKindOfCheckpoint) {
 // Python's torch.load, at its default weights_only=True (torch >= 2.6), reads
 // the checkpoints every mpq training command writes, and the full-precision
 // one's state_dict loads strictly into a ResNet-20 written in PyTorch.
-// DISABLED: its short finetune exits 1 on 2.11 (cause not found yet; see issue 18 note).
-TEST(Train, DISABLED_PythonTorchLoadsTheCheckpointsAndTheirStateDict) {
+TEST(Train, PythonTorchLoadsTheCheckpointsAndTheirStateDict) {
   const std::string py = mpq::test::torch_python();
   if (py.empty()) GTEST_SKIP() << mpq::test::kNoTorchPython;
   Fixture f;
-  const std::string one = "epochs: 1\nwarmup_epochs: 0\ncheckpoint_steps: 0\n";
-  for (const char* kind : {"fp", "finetune", "pretrain"})
-    ASSERT_EQ(mpq_run(std::string(kind == std::string("fp") ? "finetune " : std::string(kind) + " ") +
-                          f.config(kind, kind, one),
-                      f.dir)
-                  .code,
-              0)
-        << kind;
+  // The fixture's warmup stays: at lr 0.02 from the first step, the mixed
+  // policy's 2-bit layers diverge from a random start by step 3.
+  const std::string one = "epochs: 1\ncheckpoint_steps: 0\n";
+  for (const char* kind : {"fp", "finetune", "pretrain"}) {
+    const Result r = mpq_run(std::string(kind == std::string("fp") ? "finetune " : std::string(kind) + " ") +
+                                 f.config(kind, kind, one),
+                             f.dir);
+    ASSERT_EQ(r.code, 0) << kind << "\n" << r.err;
+  }
   const std::string script = f.dir.file("load.py");
   mpq::test::write_all(script, R"(import sys, torch, torch.nn as nn
 def cbn(i, o, k, s):

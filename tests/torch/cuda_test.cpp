@@ -3,6 +3,7 @@
 // float operations), the step-size gradient the same run to run, and
 // training steps on CUDA against the same steps on the CPU. Every test skips,
 // with the reason, where no GPU is visible (CI, this project's machines).
+#include <ATen/detail/CUDAHooksInterface.h>
 #include <gtest/gtest.h>
 
 #include <torch/cuda.h>
@@ -24,9 +25,10 @@ using quant::Thresholds;
 
 namespace {
 
-#define MPQ_NEED_GPU()                                                                                         \
-  if (!torch::cuda::is_available())                                                                           \
-  GTEST_SKIP() << "no CUDA device visible (this build is " << (at::hasCUDA() ? "CUDA-enabled" : "CPU-only") \
+#define MPQ_NEED_GPU()                                                                        \
+  if (!torch::cuda::is_available())                                                          \
+  GTEST_SKIP() << "no CUDA device visible (this build is "                                   \
+               << (at::detail::getCUDAHooks().isBuilt() ? "CUDA-enabled" : "CPU-only")      \
                << "); scripts/device_check.sh runs these on a GPU machine"
 
 // The golden tolerances of lsq_test.cpp: elementwise results to a rounding
