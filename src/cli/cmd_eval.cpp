@@ -3,8 +3,8 @@
 
 namespace mpq::cli {
 
-Command setup_eval(CLI::App& app, const Globals& g) {
-  return config_command(app, g, "eval", "accuracy, size and BitOPs of a policy, after BN recalibration");
+Command setup_eval(CLI::App& app) {
+  return config_command(app, "eval", "accuracy, size and BitOPs of a policy, after BN recalibration");
 }
 
 }  // namespace mpq::cli

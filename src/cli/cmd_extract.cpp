@@ -1,5 +1,5 @@
 // mpq extract: the learned scales of a pretrain checkpoint as an indicator
-// file (SPEC §3). Runs in the torch plugin.
+// file. Runs in the torch plugin.
 #include <memory>
 #include <string>
 #include <vector>
@@ -8,7 +8,7 @@
 
 namespace mpq::cli {
 
-Command setup_extract(CLI::App& app, const Globals& g) {
+Command setup_extract(CLI::App& app) {
   struct Args {
     std::string checkpoint, output;
     std::vector<int> bits;
@@ -26,12 +26,12 @@ Command setup_extract(CLI::App& app, const Globals& g) {
   sub->add_option("--input-size", a->input_size,
                   "input height and width for the geometry file (default 224; resnet20: 32)")
       ->check(CLI::Range(1, 4096));
-  return {sub, [a, &g] {
-            std::vector<std::string> args{a->checkpoint, "-o", a->output};
-            if (a->input_size > 0) args.insert(args.end(), {"--input-size", std::to_string(a->input_size)});
-            if (!a->bits.empty()) args.emplace_back("--b");
-            for (int b : a->bits) args.push_back(std::to_string(b));
-            run_torch_command("extract", args, g);
+  return {sub, [a] {
+            mpq_torch_request req{};
+            req.command = "extract";
+            req.extract = {a->checkpoint.c_str(), a->output.c_str(), static_cast<int>(a->bits.size()),
+                           a->bits.empty() ? nullptr : a->bits.data(), a->input_size};
+            run_torch_command(req);
           }};
 }
 

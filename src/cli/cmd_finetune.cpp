@@ -1,10 +1,10 @@
-// mpq finetune: LSQ quantization-aware finetuning of a policy (SPEC §5). Runs in the torch plugin.
+// mpq finetune: LSQ quantization-aware finetuning of a policy. Runs in the torch plugin.
 #include "cli/commands.h"
 
 namespace mpq::cli {
 
-Command setup_finetune(CLI::App& app, const Globals& g) {
-  return config_command(app, g, "finetune", "LSQ quantization-aware finetuning of a policy (SPEC §5)");
+Command setup_finetune(CLI::App& app) {
+  return config_command(app, "finetune", "LSQ quantization-aware finetuning of a policy");
 }
 
 }  // namespace mpq::cli

@@ -1,10 +1,10 @@
-// mpq pretrain: joint training of the importance indicators (SPEC §3). Runs in the torch plugin.
+// mpq pretrain: joint training of the importance indicators. Runs in the torch plugin.
 #include "cli/commands.h"
 
 namespace mpq::cli {
 
-Command setup_pretrain(CLI::App& app, const Globals& g) {
-  return config_command(app, g, "pretrain", "joint training of the importance indicators (SPEC §3)");
+Command setup_pretrain(CLI::App& app) {
+  return config_command(app, "pretrain", "joint training of the importance indicators");
 }
 
 }  // namespace mpq::cli

@@ -1,4 +1,4 @@
-// mpq search: the bit-width ILP of SPEC §4, torch-free.
+// mpq search: the bit-width ILP, torch-free.
 #include <cmath>
 #include <cstdio>
 #include <memory>
@@ -27,6 +27,7 @@ struct SearchArgs {
 void run_search(const SearchArgs& a) {
   MPQ_CHECK(!a.model.empty() || !a.geometry.empty(), "search: name the network with --model (resnet18, resnet50, "
             "mobilenetv1, resnet20) or describe it with --geometry FILE");
+  io::check_output_is_not_an_input("-o", a.output, {{"--i", a.indicators}, {"--geometry", a.geometry}});
   search::ModelGeometry geometry;
   if (!a.geometry.empty()) {
     geometry = search::load_geometry(a.geometry, a.model);
@@ -78,7 +79,7 @@ void run_search(const SearchArgs& a) {
                rep.avg_weight_bits, rep.avg_act_bits, rep.compression_ratio, rep.fp_size_mb, rep.size_mb, rep.gbitops,
                rep.target_gbitops > 0 ? fmt::format(" (uniform W{:g}A{:g}: {:.3f})", c.wb, c.ab, rep.target_gbitops) : "");
   const std::string text = a.json ? search::policy_json(pol) : search::policy_yaml(pol);
-  if (a.output.empty()) {
+  if (a.output.empty() || a.output == "-") {
     std::fwrite(text.data(), 1, text.size(), stdout);
     std::fflush(stdout);
   } else {
@@ -89,7 +90,7 @@ void run_search(const SearchArgs& a) {
 
 }  // namespace
 
-Command setup_search(CLI::App& app, const Globals& g) {
+Command setup_search(CLI::App& app) {
   auto a = std::make_shared<SearchArgs>();
   CLI::App* sub = app.add_subcommand("search", "pick every layer's weight/activation bits with one ILP (torch-free)");
   sub->add_option("--model", a->model, "zoo network: resnet18, resnet50, mobilenetv1, resnet20");
@@ -109,11 +110,14 @@ Command setup_search(CLI::App& app, const Globals& g) {
                   "BitOPs MAC count: original (default: as the original script, reproduces the paper) or exact")
       ->check(CLI::IsMember({"original", "exact"}));
   sub->add_flag("--no-outlier-rule", a->no_outlier_rule, "keep the indicator tables as they are (default: the original's rule)");
-  sub->add_option("-o,--output", a->output, "write the policy here instead of stdout");
+  sub->add_option("-o,--output", a->output, "write the policy here instead of stdout ('-': stdout)");
   sub->add_flag("--json", a->json, "write the policy as JSON instead of YAML");
-  sub->add_option("--input-size", a->input_size, "zoo geometry: input height and width (default 224)");
-  sub->add_option("--in-channels", a->in_channels, "zoo geometry: input channels (default 3)");
-  sub->add_option("--num-classes", a->num_classes, "zoo geometry: classes of the fc layer (default 1000)");
+  sub->add_option("--input-size", a->input_size, "zoo geometry: input height and width (default 224)")
+      ->check(CLI::Range(1, 16384));
+  sub->add_option("--in-channels", a->in_channels, "zoo geometry: input channels (default 3)")
+      ->check(CLI::Range(1, 65536));
+  sub->add_option("--num-classes", a->num_classes, "zoo geometry: classes of the fc layer (default 1000)")
+      ->check(CLI::Range(1, 10000000));
   return {sub, [a] { run_search(*a); }};
 }
 

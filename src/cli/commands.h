@@ -9,12 +9,9 @@
 
 #include <CLI/CLI.hpp>
 
-namespace mpq::cli {
+#include "mpq/plugin/torch_plugin.h"
 
-// Options shared by every subcommand.
-struct Globals {
-  std::string log_level;
-};
+namespace mpq::cli {
 
 // A subcommand and its body; the body throws mpq::Error on failure.
 struct Command {
@@ -22,18 +19,19 @@ struct Command {
   std::function<void()> run;
 };
 
-Command setup_search(CLI::App& app, const Globals& g);
-Command setup_pretrain(CLI::App& app, const Globals& g);
-Command setup_extract(CLI::App& app, const Globals& g);
-Command setup_finetune(CLI::App& app, const Globals& g);
-Command setup_eval(CLI::App& app, const Globals& g);
+Command setup_search(CLI::App& app);
+Command setup_pretrain(CLI::App& app);
+Command setup_extract(CLI::App& app);
+Command setup_finetune(CLI::App& app);
+Command setup_eval(CLI::App& app);
 
 // A torch subcommand that takes a YAML config and --set overrides.
-Command config_command(CLI::App& app, const Globals& g, const char* name, const char* help);
+Command config_command(CLI::App& app, const char* name, const char* help);
 
-// Loads libmpq_torch.so and runs `command` with `args` there. Throws
-// mpq::Error (exit 1) when the plugin cannot be found or loaded, naming the
-// paths tried, and mpq::Error with the plugin's exit code when it fails.
-void run_torch_command(const std::string& command, const std::vector<std::string>& args, const Globals& g);
+// Loads libmpq_torch.so and runs the request there (its abi is filled in).
+// Throws mpq::Error (exit 1) when the plugin cannot be found or loaded,
+// naming the paths tried, and mpq::Error with the plugin's exit code when it
+// fails.
+void run_torch_command(mpq_torch_request req);
 
 }  // namespace mpq::cli

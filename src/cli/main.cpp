@@ -2,6 +2,7 @@
 // Never links libtorch: --help, config validation and search start in ms.
 #include <cstdio>
 #include <exception>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -16,19 +17,38 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", "mpq 0.1.0");
   app.require_subcommand(1);
   app.fallthrough();
-  mpq::cli::Globals g;
-  app.add_option("--log-level", g.log_level, "trace, debug, info, warn, error or off (default: $SPDLOG_LEVEL or info)");
+  std::string log_level;
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off (default: $SPDLOG_LEVEL or info)");
   app.footer(
       "Exit codes: 0 ok, 1 runtime failure, 2 usage or config error, 3 search infeasible,\n"
-      "4 search time limit without a solution.");
+      "4 search time limit without a solution, 5 training interrupted (SIGINT/SIGTERM) after\n"
+      "saving a checkpoint.");
   std::vector<mpq::cli::Command> commands;
   for (auto setup : {mpq::cli::setup_search, mpq::cli::setup_pretrain, mpq::cli::setup_extract,
                      mpq::cli::setup_finetune, mpq::cli::setup_eval})
-    commands.push_back(setup(app, g));
+    commands.push_back(setup(app));
+  // The first word that is not an option or its value must be a command.
+  std::string names;
+  for (const auto& c : commands) names += (names.empty() ? "" : ", ") + c.sub->get_name();
+  for (int i = 1; i < argc; ++i) {
+    const std::string w = argv[i];
+    if (w == "--log-level") {
+      ++i;
+      continue;
+    }
+    if (w.rfind("-", 0) == 0) continue;
+    bool known = false;
+    for (const auto& c : commands) known = known || c.sub->check_name(w);
+    if (!known) {
+      std::fprintf(stderr, "mpq: '%s' is not a command (%s); see 'mpq --help'\n", w.c_str(), names.c_str());
+      return static_cast<int>(mpq::ExitCode::kUsage);
+    }
+    break;
+  }
 
   try {
     app.parse(argc, argv);
-    mpq::log::setup(g.log_level);
+    mpq::log::setup(log_level);
     for (const auto& c : commands)
       if (c.sub->parsed()) c.run();
   } catch (const CLI::CallForHelp&) {

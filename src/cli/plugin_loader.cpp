@@ -39,7 +39,8 @@ std::vector<std::string> candidates() {
 
 }  // namespace
 
-void run_torch_command(const std::string& command, const std::vector<std::string>& args, const Globals& g) {
+void run_torch_command(mpq_torch_request req) {
+  const std::string command = req.command;
   void* handle = nullptr;
   std::string tried;
   for (const auto& path : candidates()) {
@@ -62,10 +63,7 @@ void run_torch_command(const std::string& command, const std::vector<std::string
   MPQ_CHECK_T(RuntimeError, abi && run, "mpq ", command, ": the torch plugin lacks its entry points (a stale build? rebuild mpq)");
   MPQ_CHECK_T(RuntimeError, abi() == MPQ_TORCH_PLUGIN_ABI, "mpq ", command, ": the torch plugin speaks ABI ", abi(),
               " but mpq speaks ", MPQ_TORCH_PLUGIN_ABI, " (rebuild both from one tree)");
-  std::vector<const char*> argv;
-  for (const auto& s : args) argv.push_back(s.c_str());
-  mpq_torch_request req{MPQ_TORCH_PLUGIN_ABI, command.c_str(), static_cast<int>(argv.size()), argv.data(),
-                        g.log_level.c_str()};
+  req.abi = MPQ_TORCH_PLUGIN_ABI;
   mpq_torch_response resp{};
   const int code = run(&req, &resp);
   resp.error[sizeof resp.error - 1] = '\0';
@@ -73,7 +71,7 @@ void run_torch_command(const std::string& command, const std::vector<std::string
   // The plugin stays loaded until exit: libtorch does not support unloading.
 }
 
-Command config_command(CLI::App& app, const Globals& g, const char* name, const char* help) {
+Command config_command(CLI::App& app, const char* name, const char* help) {
   struct Args {
     std::string config;
     std::vector<std::string> sets;
@@ -83,12 +81,15 @@ Command config_command(CLI::App& app, const Globals& g, const char* name, const 
   sub->add_option("config", a->config, "YAML config (the original's keys)")->required()->check(CLI::ExistingFile);
   sub->add_option("--set", a->sets, "override a config key: --set lr=0.01 (repeatable)");
   const std::string command = name;
-  return {sub, [a, &g, command] {
+  return {sub, [a, command] {
             // Validated here, torch-free, before any data or model is touched.
             (void)config::load_config(a->config, a->sets);
-            std::vector<std::string> args{a->config};
-            for (const auto& s : a->sets) args.insert(args.end(), {"--set", s});
-            run_torch_command(command, args, g);
+            std::vector<const char*> sets;
+            for (const auto& s : a->sets) sets.push_back(s.c_str());
+            mpq_torch_request req{};
+            req.command = command.c_str();
+            req.config = {a->config.c_str(), static_cast<int>(sets.size()), sets.data()};
+            run_torch_command(req);
           }};
 }
 

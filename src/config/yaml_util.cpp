@@ -9,6 +9,8 @@
 #include <fstream>
 #include <sstream>
 
+#include <yaml-cpp/depthguard.h>
+
 #include "mpq/common/error.h"
 
 namespace mpq::config {
@@ -23,6 +25,9 @@ std::string mark_str(const std::string& file, const YAML::Mark& m) {
 YAML::Node load_yaml_string(const std::string& text, const std::string& source) {
   try {
     return YAML::Load(text);
+  } catch (const YAML::DeepRecursion& e) {
+    throw InputError(mark_str(source, e.mark) + ": not valid YAML: nested too deeply (the parser stops at " + std::to_string(e.depth()) +
+                     " levels); no config or geometry file needs that");
   } catch (const YAML::Exception& e) {
     throw InputError(mark_str(source, e.mark) + ": not valid YAML: " + e.msg);
   }

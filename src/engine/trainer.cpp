@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <numeric>
 #include <memory>
@@ -188,6 +189,28 @@ void split_training_set(const std::vector<int64_t>& labels, const config::Datalo
   ids = std::move(keep);
 }
 
+// Labels past num_classes would end as an index error deep in the loss.
+void check_labels(const config::Config& c, const std::vector<int64_t>& labels, const std::string& what) {
+  const auto it = std::max_element(labels.begin(), labels.end());
+  if (it == labels.end()) return;
+  MPQ_CHECK(*it < c.dataloader.num_classes, what, ": holds label ", *it, " (image ", it - labels.begin(),
+            "), but dataloader.num_classes is ", c.dataloader.num_classes, " in ", c.source,
+            "; raise num_classes or fix the labels");
+}
+
+// A split, fraction or shard that leaves some rank nothing to train or
+// validate on is refused before training, with the counts.
+void check_split(const config::Config& c, int world, int64_t total, int64_t train_n, int64_t val_n) {
+  const auto& dl = c.dataloader;
+  MPQ_CHECK(train_n >= world, c.source, ": dataloader.fraction ", dl.fraction, " and val_split ", dl.val_split,
+            " leave ", train_n, " training image(s) of ", total, " for ", world,
+            " rank(s); raise fraction or lower val_split");
+  MPQ_CHECK(val_n > 0, c.source, ": ",
+            dl.val_split > 0 ? detail::concat("dataloader.val_split ", dl.val_split, " holds out no image of ", total)
+                             : std::string("the validation split has no images"),
+            "; raise val_split, or set it to 0 to validate on the dataset's test split");
+}
+
 int input_channels(const config::Config& c) {
   const std::string& d = c.dataloader.dataset;
   return d == "fashion_mnist" || d == "mnist" ? 1 : 3;
@@ -217,9 +240,11 @@ Data make_data(const config::Config& c, int rank, int world) {
     auto val_train = std::make_shared<data::ImageFolder>(dl.path + "/train", data::ImageFolderOptions{false, 224, 256});
     std::vector<int64_t> labels;
     for (int64_t i = 0; i < train->size(); ++i) labels.push_back(train->label(i));
+    check_labels(c, labels, dl.path + "/train");
     std::vector<int64_t> ids, held;
     split_training_set(labels, dl, split_seed, ids, held);
     d.train_size = static_cast<int64_t>(ids.size());
+    if (dl.val_split > 0) check_split(c, world, train->size(), d.train_size, static_cast<int64_t>(held.size()));
     d.train = std::make_unique<FolderSource>(train, ids, o, dl.strict);
     d.calib = std::make_unique<FolderSource>(train, ids, o, dl.strict);
     data::LoaderOptions vo = o;
@@ -229,9 +254,12 @@ Data make_data(const config::Config& c, int rank, int world) {
       d.val = std::make_unique<FolderSource>(val_train, held, vo, dl.strict);
     } else {
       auto val = std::make_shared<data::ImageFolder>(dl.path + "/val", data::ImageFolderOptions{false, 224, 256});
-      std::vector<int64_t> all(static_cast<size_t>(val->size()));
+      std::vector<int64_t> all(static_cast<size_t>(val->size())), val_labels;
       std::iota(all.begin(), all.end(), 0);
+      for (int64_t i : all) val_labels.push_back(val->label(i));
+      check_labels(c, val_labels, dl.path + "/val");
       d.val_size = val->size();
+      check_split(c, world, train->size(), d.train_size, d.val_size);
       d.val = std::make_unique<FolderSource>(val, all, vo, dl.strict);
     }
     d.channels = 3;
@@ -245,10 +273,13 @@ Data make_data(const config::Config& c, int rank, int world) {
   }
   const bool cifar = dl.dataset == "cifar10";
   data::RawImages train = cifar ? data::load_cifar10(path, true) : data::load_idx_split(path, true);
+  check_labels(c, train.labels, path + (cifar ? " (training batches)" : " (training labels)"));
   std::vector<int64_t> ids, held;
   split_training_set(train.labels, dl, split_seed, ids, held);
   data::RawImages val = dl.val_split > 0 ? select(train, held) : (cifar ? data::load_cifar10(path, false)
                                                                           : data::load_idx_split(path, false));
+  if (dl.val_split <= 0) check_labels(c, val.labels, path + (cifar ? " (test batch)" : " (test labels)"));
+  check_split(c, world, train.count, static_cast<int64_t>(ids.size()), val.count);
   if (ids.size() != static_cast<size_t>(train.count)) train = select(train, ids);
   d.channels = train.channels;
   d.height = train.height;
@@ -675,35 +706,63 @@ void save(const std::string& path, const config::Config& c, Model& m, torch::opt
   torchio::save_checkpoint(path, {}, meta);
 }
 
-Position restore(const std::string& path, Model& m, torch::optim::SGD& opt, Context& ctx) {
+// `epochs` and `train_images` are this run's: the bounds of a position in it.
+Position restore(const std::string& path, Model& m, torch::optim::SGD& opt, int epochs, int64_t train_images) {
   const torchio::Checkpoint ck = torchio::read_checkpoint(path);
   const pickle::Value* fmt = ck.root.find("format");
   MPQ_CHECK(fmt && fmt->kind() == pickle::Value::Kind::kStr && fmt->as_str() == "mpq-checkpoint-1", path,
             ": not an mpq training checkpoint (resume.path takes last.pt or best.pt of an mpq run; for weights, use "
             "pre_trained)");
   const pickle::Value* mode = ck.root.find("mode");
-  MPQ_CHECK(mode && mode->as_str() == mode_name(m.mode), path, ": a checkpoint of an mpq ",
-            mode ? mode->as_str() : "?", " run, but this run is ", mode_name(m.mode));
+  const bool named = mode && mode->kind() == pickle::Value::Kind::kStr;
+  MPQ_CHECK(named && mode->as_str() == mode_name(m.mode), path, ": a checkpoint of an mpq ",
+            named ? mode->as_str() : "?", " run, but this run is ", mode_name(m.mode));
   torchio::load_state_dict(*m.q.net, ck.state, /*strict=*/true, path);
-  const auto get_int = [&](const char* k) {
-    const pickle::Value* v = ck.root.find(k);
-    MPQ_CHECK(v && v->kind() == pickle::Value::Kind::kInt, path, ": missing or malformed '", k, "'");
-    return v->as_int();
+  // Every position field is checked here: a value out of range would trip
+  // an internal check in the loader or train on from a wrong place.
+  const auto bad = [&](const char* k, const std::string& what) {
+    return InputError(detail::concat(path, ": '", k, "' ", what,
+                                     " (a damaged or hand-edited checkpoint; resume from another one, or start anew "
+                                     "with resume.path unset)"));
   };
+  const auto get_int = [&](const char* k, int64_t lo, int64_t hi) {
+    const pickle::Value* v = ck.root.find(k);
+    if (!v || v->kind() != pickle::Value::Kind::kInt) throw bad(k, "is missing or not an integer");
+    const int64_t x = v->as_int();
+    if (x < lo || x > hi) throw bad(k, detail::concat("is ", x, ", outside [", lo, ", ", hi, "]"));
+    return x;
+  };
+  const auto get_real = [&](const pickle::Value* v, const char* k, double lo, double hi) {
+    if (v->kind() != pickle::Value::Kind::kFloat && v->kind() != pickle::Value::Kind::kInt)
+      throw bad(k, "is not a number");
+    const double x = v->as_double();
+    if (!(x >= lo && x <= hi)) throw bad(k, detail::concat("is ", x, ", outside [", lo, ", ", hi, "]"));
+    return x;
+  };
+  constexpr int64_t kMaxInt = std::numeric_limits<int>::max(), kMax64 = std::numeric_limits<int64_t>::max();
   Position pos;
-  pos.epoch = static_cast<int>(get_int("epoch"));
-  pos.batch = get_int("batch");
-  pos.global_batch = get_int("global_batch");
-  pos.world_size = static_cast<int>(get_int("world_size"));
-  pos.step = get_int("step");
-  pos.best_epoch = static_cast<int>(get_int("best_epoch"));
-  if (const pickle::Value* v = ck.root.find("best_top1")) pos.best_top1 = v->as_double();
-  if (const pickle::Value* v = ck.root.find("rng")) pos.rng = v->as_str();
-  if (const pickle::Value* v = ck.root.find("meter"); v && v->items().size() == 4) {
-    pos.meter.loss_sum = v->items()[0].as_double();
-    pos.meter.correct1 = v->items()[1].as_double();
-    pos.meter.correct5 = v->items()[2].as_double();
-    pos.meter.count = v->items()[3].as_double();
+  pos.epoch = static_cast<int>(get_int("epoch", 0, kMaxInt));
+  MPQ_CHECK(pos.epoch <= epochs, path, ": written at epoch ", pos.epoch, " of its run, but this run has ", epochs,
+            " epochs in all (epochs + cooldown_epochs); raise epochs to continue it");
+  pos.global_batch = get_int("global_batch", 1, kMaxInt);
+  pos.world_size = static_cast<int>(get_int("world_size", 1, kMaxInt));
+  // The batch counts global batches of the run that wrote it; at most an epoch of them.
+  pos.batch = get_int("batch", 0, (train_images + pos.global_batch - 1) / pos.global_batch);
+  pos.step = get_int("step", 0, kMax64);
+  pos.best_epoch = static_cast<int>(get_int("best_epoch", -1, pos.epoch - 1));
+  if (const pickle::Value* v = ck.root.find("best_top1")) pos.best_top1 = get_real(v, "best_top1", -1, 100);
+  if (const pickle::Value* v = ck.root.find("rng")) {
+    if (v->kind() != pickle::Value::Kind::kStr) throw bad("rng", "is not a string");
+    pos.rng = v->as_str();
+  }
+  if (const pickle::Value* v = ck.root.find("meter")) {
+    if ((v->kind() != pickle::Value::Kind::kList && v->kind() != pickle::Value::Kind::kTuple) || v->items().size() != 4)
+      throw bad("meter", "is not a list of 4 numbers");
+    const double inf = std::numeric_limits<double>::max();
+    pos.meter.count = get_real(&v->items()[3], "meter", 0, inf);
+    pos.meter.loss_sum = get_real(&v->items()[0], "meter", 0, inf);
+    pos.meter.correct1 = get_real(&v->items()[1], "meter", 0, pos.meter.count);
+    pos.meter.correct5 = get_real(&v->items()[2], "meter", pos.meter.correct1, pos.meter.count);
   }
   std::map<std::string, torch::Tensor> momentum;
   if (const pickle::Value* o = ck.root.find("optimizer"); o && o->kind() == pickle::Value::Kind::kDict)
@@ -713,7 +772,8 @@ Position restore(const std::string& path, Model& m, torch::optim::SGD& opt, Cont
   for (const auto& kv : m.q.net->named_parameters()) {
     auto it = momentum.find(kv.key());
     if (it == momentum.end()) continue;
-    MPQ_CHECK(it->second.sizes() == kv.value().sizes(), path, ": optimizer state of ", kv.key(), " has the wrong shape");
+    MPQ_CHECK(it->second.sizes() == kv.value().sizes() && it->second.scalar_type() == kv.value().scalar_type(), path,
+              ": optimizer state of ", kv.key(), " has the wrong shape or type");
     auto s = std::make_unique<torch::optim::SGDParamState>();
     s->momentum_buffer(torch::empty_like(kv.value()).copy_(it->second));  // the parameter's device, dtype, layout
     st[param_key(kv.value())] = std::move(s);
@@ -725,18 +785,35 @@ Position restore(const std::string& path, Model& m, torch::optim::SGD& opt, Cont
 
 class RunFiles {
  public:
-  RunFiles(const config::Config& c, bool rank0) : dir_(c.output_dir + "/" + c.name), on_(rank0) {
+  RunFiles(const config::Config& c, bool rank0) : dir_(c.output_dir + "/" + c.name), on_(rank0) {}
+  // Called once everything the run needs has been checked: a run that fails
+  // on its inputs leaves an existing run folder as it was. Rows of epochs at
+  // or past `next_epoch` (the checkpoint's position) are dropped, so the
+  // metrics never run ahead of the checkpoint they belong to.
+  void open(const config::Config& c, int next_epoch) {
     if (!on_) return;
     std::error_code ec;
     fs::create_directories(dir_, ec);
     MPQ_CHECK_T(RuntimeError, !ec, dir_, ": cannot create the run folder (", ec.message(), ")");
     io::write_file_atomic(dir_ + "/config.yaml", config::to_yaml(c));
-    const std::string csv = dir_ + "/metrics.csv";
-    const bool fresh = !fs::exists(csv);
+    const std::string csv = dir_ + "/metrics.csv", header =
+        "epoch,lr,train_loss,train_top1,train_top5,val_loss,val_top1,val_top5,images_per_s,seconds\n";
+    std::string kept = header;
+    bool dropped = !fs::exists(csv);
+    if (!dropped) {
+      std::ifstream in(csv);
+      std::string line;
+      std::getline(in, line);  // the header
+      while (std::getline(in, line)) {
+        char* end = nullptr;
+        const long e = std::strtol(line.c_str(), &end, 10);
+        if (end != line.c_str() && *end == ',' && e >= 0 && e < next_epoch) kept += line + "\n";
+        else dropped = true;
+      }
+    }
+    if (dropped) io::write_file_atomic(csv, kept);
     csv_.open(csv, std::ios::app);
     MPQ_CHECK_T(RuntimeError, csv_.good(), csv, ": cannot write the metrics file");
-    if (fresh)
-      csv_ << "epoch,lr,train_loss,train_top1,train_top5,val_loss,val_top1,val_top5,images_per_s,seconds\n";
     tb_ = std::make_unique<io::TensorBoardWriter>(dir_);
   }
   const std::string& dir() const { return dir_; }
@@ -780,7 +857,7 @@ void set_lr(torch::optim::SGD& opt, double lr) {
 void train(const config::Config& c, Mode mode) {
   Context ctx = make_context(c);
   const int world = ctx.env.world_size;
-  RunFiles files(c, ctx.rank0());
+  RunFiles files(c, ctx.rank0());  // written to once the inputs are checked
   const std::string last = files.dir() + "/last.pt", best = files.dir() + "/best.pt";
   std::string resume = c.resume_path;
   if (resume == "auto") resume = fs::exists(last) ? last : "";
@@ -794,7 +871,7 @@ void train(const config::Config& c, Mode mode) {
   pos.world_size = world;
   if (!resume.empty()) {
     m.q.net->to(ctx.device);
-    pos = restore(resume, m, *opt, ctx);
+    pos = restore(resume, m, *opt, total_epochs(c), data.train_size);
     // Another world size or batch: continue at the same sample of the epoch
     // (the epoch's order does not depend on the world size).
     const int64_t global = static_cast<int64_t>(c.dataloader.batch_size) * world;
@@ -806,6 +883,8 @@ void train(const config::Config& c, Mode mode) {
       pos.batch = samples / global;
       pos.meter = Meter{};  // this epoch's running metrics restart with the new shards
     }
+    MPQ_CHECK(pos.batch <= data.train->num_batches(), resume, ": continues at batch ", pos.batch + 1,
+              " of an epoch, but this run's epochs have ", data.train->num_batches(), " (another dataset or fraction?)");
     // Several ranks: the saved running metrics are rank 0's share only; restart them.
     if (world > 1 || pos.world_size > 1) pos.meter = Meter{};
     pos.global_batch = global;
@@ -822,6 +901,7 @@ void train(const config::Config& c, Mode mode) {
   const int epochs = total_epochs(c);
   const int64_t nb = data.train->num_batches();
   MPQ_CHECK(nb > 0, c.source, ": no training batches");
+  files.open(c, pos.epoch);
   mpq::log::info("{} {}: {} training images ({} per rank), {} validation images, batch {} x {} rank(s), {} epochs, "
                "device {}, {} threads",
                mode_name(mode), c.arch, data.train_size, data.train_size / world, data.val_size,
@@ -931,7 +1011,6 @@ void train(const config::Config& c, Mode mode) {
                    epoch + 1, epochs, train_meter.loss(), train_top1, val->loss(), val->top1(), val->top5(),
                    images / secs, fmt_duration(secs), mode == Mode::kJoint ? " (all at the top candidate)" : "");
     }
-    files.epoch(epoch, lr, train_meter, val, images / secs, secs);
     const bool is_best = val && val->top1() > pos.best_top1;
     if (is_best) {
       pos.best_top1 = val->top1();
@@ -948,6 +1027,8 @@ void train(const config::Config& c, Mode mode) {
       if (!ec) fs::rename(best + ".tmp", best, ec);
       MPQ_CHECK_T(RuntimeError, !ec, best, ": cannot write (", ec.message(), ")");
     }
+    // After the checkpoint that records the epoch, never before it.
+    files.epoch(epoch, lr, train_meter, val, images / secs, secs);
   }
   models::set_batchnorm_sync({});
   if (pos.best_epoch >= 0)

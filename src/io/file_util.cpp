@@ -1,44 +1,99 @@
 // Atomic file writes and SHA-256 (FIPS 180-4), torch-free.
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <array>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
 #include "mpq/common/error.h"
-#include "mpq/io/indicators.h"
+#include "mpq/io/file_util.h"
 
 namespace mpq::io {
 
-void write_file_atomic(const std::string& path, const std::string& data) {
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  MPQ_CHECK_T(RuntimeError, fd >= 0, path, ": cannot write (", std::strerror(errno), ")");
+namespace fs = std::filesystem;
+
+namespace {
+
+[[noreturn]] void write_failed(const std::string& path, const char* what, int err) {
+  throw RuntimeError(path + ": " + what + " (" + std::strerror(err) + ")");
+}
+
+// Writes all of `data` to `fd`; false (errno set) on failure.
+bool write_all(int fd, const std::string& data) {
   size_t done = 0;
   while (done < data.size()) {
     const ssize_t n = ::write(fd, data.data() + done, data.size() - done);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
-      const int err = errno;
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      throw RuntimeError(path + ": write failed (" + std::strerror(err) + ")");
+      if (n == 0) errno = EIO;
+      return false;
     }
     done += static_cast<size_t>(n);
   }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    const int err = errno;
-    ::unlink(tmp.c_str());
-    throw RuntimeError(path + ": write failed (" + std::strerror(err) + ")");
+  return true;
+}
+
+}  // namespace
+
+void write_file_atomic(const std::string& path, const std::string& data) {
+  if (path == "-") {
+    std::fflush(stdout);
+    if (!write_all(STDOUT_FILENO, data)) write_failed("stdout", "write failed", errno);
+    return;
   }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+  // A symlink is followed to the file it names (chains and relative targets
+  // included); that file is what gets replaced.
+  std::error_code ec;
+  std::string target = path;
+  if (fs::is_symlink(fs::symlink_status(path, ec))) {
+    const fs::path resolved = fs::weakly_canonical(fs::absolute(path), ec);
+    if (ec) write_failed(path, "cannot follow the symlink", ec.value());
+    target = resolved.string();
+  }
+  struct stat st {};
+  const bool exists = ::stat(target.c_str(), &st) == 0;
+  if (exists && S_ISDIR(st.st_mode)) write_failed(path, "is a directory, not a file", EISDIR);
+  if (exists && !S_ISREG(st.st_mode)) {
+    // A FIFO, a terminal, /dev/null: written in place, never replaced.
+    const int fd = ::open(target.c_str(), O_WRONLY | O_CLOEXEC);
+    if (fd < 0) write_failed(path, "cannot write", errno);
+    const bool ok = write_all(fd, data);
     const int err = errno;
+    ::close(fd);
+    if (!ok) write_failed(path, "write failed", err);
+    return;
+  }
+  const std::string tmp = target + ".tmp." + std::to_string(::getpid());
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, exists ? (st.st_mode & 07777) : 0644);
+  if (fd < 0) write_failed(path, "cannot write", errno);
+  if (exists) (void)::fchmod(fd, st.st_mode & 07777);  // not narrowed by the umask
+  const bool ok = write_all(fd, data) && ::fsync(fd) == 0;
+  const int err = errno;
+  if (::close(fd) != 0 || !ok) {
     ::unlink(tmp.c_str());
-    throw RuntimeError(path + ": cannot rename into place (" + std::strerror(err) + ")");
+    write_failed(path, "write failed", ok ? errno : err);
+  }
+  if (::rename(tmp.c_str(), target.c_str()) != 0) {
+    const int e = errno;
+    ::unlink(tmp.c_str());
+    write_failed(path, "cannot rename into place", e);
+  }
+}
+
+void check_output_is_not_an_input(const std::string& output_flag, const std::string& output,
+                                  const std::vector<std::pair<std::string, std::string>>& inputs) {
+  if (output == "-") return;
+  for (const auto& [flag, input] : inputs) {
+    std::error_code ec;
+    if (input.empty() || !fs::exists(output, ec) || !fs::exists(input, ec)) continue;
+    MPQ_CHECK(!fs::equivalent(output, input, ec), output_flag, " ", output, " is the same file as ", flag, " ", input,
+              ": writing it would destroy the input; choose another output path");
   }
 }
 

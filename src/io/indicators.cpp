@@ -1,5 +1,6 @@
 #include "mpq/io/indicators.h"
 
+#include <cerrno>
 #include <cmath>
 #include <cstdlib>
 #include <set>
@@ -21,20 +22,24 @@ std::map<int, double> read_table(const std::string& path, const std::string& whi
             v.kind_name());
   std::map<int, double> table;
   for (const auto& [k, x] : v.dict_items()) {
-    int bits = 0;
+    long long wide = 0;  // range-checked before it narrows to an int
     if (k.kind() == pickle::Value::Kind::kStr) {
       char* end = nullptr;
-      const long b = std::strtol(k.as_str().c_str(), &end, 10);
-      MPQ_CHECK(!k.as_str().empty() && *end == '\0', path, ": ", which, "['", layer, "'] has key ", k.repr(40),
-                " (expected bit-widths like '4')");
-      bits = static_cast<int>(b);
+      errno = 0;
+      wide = std::strtoll(k.as_str().c_str(), &end, 10);
+      MPQ_CHECK(!k.as_str().empty() && *end == '\0' && errno == 0, path, ": ", which, "['", layer, "'] has key ",
+                k.repr(40), " (expected bit-widths like '4')");
     } else {
       MPQ_CHECK(k.kind() == pickle::Value::Kind::kInt, path, ": ", which, "['", layer, "'] has key ", k.repr(40),
                 " (expected bit-widths like '4')");
-      bits = static_cast<int>(k.as_int());
+      wide = k.as_int();
     }
-    MPQ_CHECK(bits >= 1 && bits <= 32, path, ": ", which, "['", layer, "'] has bit-width ", bits, " (expected 1 to 32)");
-    MPQ_CHECK(x.is_number(), path, ": ", which, "['", layer, "']['", bits, "'] is a ", x.kind_name(), " (expected a number)");
+    MPQ_CHECK(wide >= 1 && wide <= 32, path, ": ", which, "['", layer, "'] has key ", k.repr(40),
+              ", not a bit-width from 1 to 32");
+    const int bits = static_cast<int>(wide);
+    // A bool is a number to pickle (True == 1) but never a scale.
+    MPQ_CHECK(x.kind() == pickle::Value::Kind::kFloat || x.kind() == pickle::Value::Kind::kInt, path, ": ", which, "['",
+              layer, "']['", bits, "'] is a ", x.kind_name(), " (expected a number)");
     const double s = x.as_double();
     MPQ_CHECK(std::isfinite(s) && s > 0, path, ": ", which, "['", layer, "']['", bits, "'] = ", s,
               " (scales must be finite and positive)");
@@ -49,7 +54,7 @@ std::map<int, double> read_table(const std::string& path, const std::string& whi
 Indicators load_indicators(const std::string& path) {
   const pickle::Value root = pickle::read_file(path);
   MPQ_CHECK(root.kind() == pickle::Value::Kind::kDict, path, ": expected a dict with 'weight', 'act' and 'layer_name', found a ",
-            root.kind_name());
+            root.kind_name(), ": ", root.repr(60));
   const pickle::Value* names = root.find("layer_name");
   const pickle::Value* weight = root.find("weight");
   const pickle::Value* act = root.find("act");

@@ -109,8 +109,8 @@ const char* Value::kind_name() const {
     case Kind::kTuple: return "tuple";
     case Kind::kSet: return "set";
     case Kind::kDict: return "dict";
-    case Kind::kGlobal: return "global";
-    case Kind::kObject: return "object";
+    case Kind::kGlobal: return "code reference (mpq runs no code from a pickle)";
+    case Kind::kObject: return "code call (mpq runs no code from a pickle)";
     case Kind::kOpaque: return "opaque";
   }
   return "?";

@@ -78,29 +78,27 @@ void write_geometry(const torchio::Checkpoint& ck, const std::vector<std::string
 
 }  // namespace
 
-void run_extract(const std::vector<std::string>& args) {
-  std::string ckpt, out;
-  std::vector<int> bits;
-  int input_size = 0;
-  for (size_t i = 0; i < args.size(); ++i) {
-    if (args[i] == "-o" && i + 1 < args.size()) {
-      out = args[++i];
-    } else if (args[i] == "--input-size" && i + 1 < args.size()) {
-      input_size = std::stoi(args[++i]);
-    } else if (args[i] == "--b") {
-      while (i + 1 < args.size() && args[i + 1].rfind("-", 0) != 0) bits.push_back(std::stoi(args[++i]));
-    } else {
-      ckpt = args[i];
-    }
-  }
+void run_extract(const ExtractOptions& o) {
+  const std::string& ckpt = o.checkpoint;
+  const std::string& out = o.output;
   MPQ_ASSERT(!ckpt.empty() && !out.empty(), "extract: the command line should have been validated");
+  // Every file written, before anything is: none may be the checkpoint.
+  for (const std::string& written : {out, stem(out) + ".svg", stem(out) + ".geometry.yaml"})
+    io::check_output_is_not_an_input(written == out ? "-o" : "extract's output", written, {{"the checkpoint", ckpt}});
+  std::vector<int> bits = o.bits;
   const torchio::Checkpoint ck = torchio::read_checkpoint(ckpt);
   // The candidates: --b, or the checkpoint's own record of them.
   if (bits.empty()) {
     const pickle::Value* b = ck.root.find("candidate_bits");
     MPQ_CHECK(b != nullptr, ckpt, ": does not record its candidate bit-widths (a checkpoint of the original code?); "
               "pass them in the order of training with --b, e.g. --b 6 5 4 3 2");
-    for (const auto& x : b->items()) bits.push_back(static_cast<int>(x.as_int()));
+    MPQ_CHECK(b->kind() == pickle::Value::Kind::kList || b->kind() == pickle::Value::Kind::kTuple, ckpt,
+              ": 'candidate_bits' is not a list of bit-widths; pass them in the order of training with --b");
+    for (const auto& x : b->items()) {
+      MPQ_CHECK(x.kind() == pickle::Value::Kind::kInt && x.as_int() >= 1 && x.as_int() <= 32, ckpt,
+                ": 'candidate_bits' holds something other than a bit-width from 1 to 32; pass them with --b");
+      bits.push_back(static_cast<int>(x.as_int()));
+    }
   }
   // Searchable layers, in state-dict order: those with both quantizers.
   std::vector<std::string> layers;
@@ -134,7 +132,7 @@ void run_extract(const std::vector<std::string>& args) {
   const std::string plot = stem(out) + ".svg";
   io::write_file_atomic(plot, io::indicators_svg(ind, bits));
   mpq::log::info("extract: plot of the indicators written to {}", plot);
-  write_geometry(ck, layers, out, input_size);
+  write_geometry(ck, layers, out, o.input_size);
 }
 
 }  // namespace mpq::plugin

@@ -6,11 +6,8 @@
 
 namespace mpq::plugin {
 
-void run_config_command(const std::string& command, const std::vector<std::string>& args) {
-  MPQ_ASSERT(!args.empty(), "the command line should have been validated");
-  std::vector<std::string> sets;
-  for (size_t i = 1; i + 1 < args.size(); i += 2) sets.push_back(args[i + 1]);
-  const config::Config c = config::load_config(args[0], sets);
+void run_config_command(const std::string& command, const std::string& config, const std::vector<std::string>& sets) {
+  const config::Config c = config::load_config(config, sets);
   if (command == "eval" || c.eval) {
     engine::evaluate(c);
   } else if (command == "pretrain") {

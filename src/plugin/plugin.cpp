@@ -1,5 +1,6 @@
 // libmpq_torch.so: the torch subcommands behind include/mpq/plugin/torch_plugin.h.
 // Nothing leaves an entry point but a return code and one line of text.
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <exception>
@@ -34,15 +35,19 @@ extern "C" __attribute__((visibility("default"))) int mpq_torch_plugin_run(const
   if (req == nullptr || req->abi != MPQ_TORCH_PLUGIN_ABI) return fail(resp, 1, "torch plugin: ABI mismatch; rebuild mpq");
   try {
     const std::string command = req->command ? req->command : "";
-    std::vector<std::string> args;
-    for (int i = 0; i < req->argc; ++i) args.emplace_back(req->argv[i]);
+    const auto str = [](const char* p) { return std::string(p ? p : ""); };
     mpq::log::debug("{}", mpq::tune_malloc_for_training());
     if (command == "extract") {
-      mpq::plugin::run_extract(args);
+      const mpq_torch_extract_args& a = req->extract;
+      mpq::plugin::ExtractOptions o{str(a.checkpoint), str(a.output), {}, a.input_size};
+      if (a.bits != nullptr) o.bits.assign(a.bits, a.bits + std::max(0, a.num_bits));
+      mpq::plugin::run_extract(o);
       return 0;
     }
     if (command == "pretrain" || command == "finetune" || command == "eval") {
-      mpq::plugin::run_config_command(command, args);
+      std::vector<std::string> sets;
+      for (int i = 0; i < req->config.num_sets; ++i) sets.push_back(str(req->config.sets[i]));
+      mpq::plugin::run_config_command(command, str(req->config.config), sets);
       return 0;
     }
     return fail(resp, 1, "mpq " + command + ": unknown torch command (mpq and its plugin come from different builds?)");

@@ -1,5 +1,7 @@
 // The zoo's layer tables, computed from the architectures (SPEC §2, §6).
 #include <algorithm>
+#include <cmath>
+#include <limits>
 
 #include "mpq/common/error.h"
 #include "mpq/search/geometry.h"
@@ -37,7 +39,13 @@ int64_t original_conv_macs(const LayerGeometry& l) {
   if (l.type != "conv" || l.in <= 0 || l.out <= 0 || l.kernel <= 0 || l.stride <= 0 || l.in_h <= 0 || l.groups <= 0) return l.macs;
   const double oh = static_cast<double>(l.in_h + 2 * l.padding - (l.kernel - 1) - 1) / l.stride + 1;
   const double ow = static_cast<double>(l.in_w + 2 * l.padding - (l.kernel - 1) - 1) / l.stride + 1;
+  // In double, saturated: a geometry file's shape may be far too large, and
+  // its reader refuses what lands beyond int64's range here.
+  const double macs = std::floor(oh * ow) * static_cast<double>(l.in) * static_cast<double>(l.out) * l.kernel *
+                      l.kernel / l.groups;
+  if (!(macs < 9e18)) return std::numeric_limits<int64_t>::max();
   const auto hw = static_cast<int64_t>(oh * ow);
+  if (l.in % l.groups == 0) return l.in / l.groups * l.out * hw * l.kernel * l.kernel;  // no larger intermediate
   return l.in * l.out * hw * l.kernel * l.kernel / l.groups;
 }
 

@@ -1,4 +1,5 @@
 // Geometry files: user-described models for `mpq search --geometry`.
+#include <algorithm>
 #include <set>
 #include <sstream>
 
@@ -19,11 +20,23 @@ const std::vector<std::string> kLayerKeys = {"name", "type", "in", "out", "kerne
                                              "in_hw", "out_hw", "params", "macs", "searchable"};
 const std::vector<std::string> kTopKeys = {"model", "input_hw", "layers"};
 
+// Bounds that keep every product the search forms (MACs x 32 x 32 bits,
+// summed over layers) inside int64 and double's exact integers.
+constexpr int64_t kMaxCount = 1'000'000'000'000'000;  // params, MACs: 1e15
+constexpr int64_t kMaxChannels = 1 << 24, kMaxSide = 1 << 20, kMaxKernel = 1 << 12;
+
+// An integer under `key` of layer `ctx` within [lo, hi], named where it is not.
+int64_t ranged(const std::string& file, const YAML::Node& n, const std::string& ctx, const char* key, int64_t lo,
+               int64_t hi) {
+  const int64_t v = as_int(file, n, key);
+  MPQ_CHECK(v >= lo && v <= hi, where(file, n), ": ", ctx, key, " must be from ", lo, " to ", hi, " (got ", v, ")");
+  return v;
+}
+
 void read_hw(const std::string& file, const YAML::Node& n, const std::string& key, int& h, int& w) {
   MPQ_CHECK(n.IsSequence() && n.size() == 2, where(file, n), ": ", key, " must be a list [H, W]");
-  h = static_cast<int>(as_int(file, n[0], key));
-  w = static_cast<int>(as_int(file, n[1], key));
-  MPQ_CHECK(h > 0 && w > 0, where(file, n), ": ", key, " must be positive");
+  h = static_cast<int>(ranged(file, n[0], "", key.c_str(), 1, kMaxSide));
+  w = static_cast<int>(ranged(file, n[1], "", key.c_str(), 1, kMaxSide));
 }
 
 std::vector<LayerGeometry> read_layers(const std::string& file, const YAML::Node& list) {
@@ -45,24 +58,31 @@ std::vector<LayerGeometry> read_layers(const std::string& file, const YAML::Node
     }
     for (const char* key : {"params", "macs"}) {
       MPQ_CHECK(n[key], where(file, n), ": ", ctx, "missing '", key, "'");
-      const int64_t v = as_int(file, n[key], key);
-      MPQ_CHECK(v > 0, where(file, n[key]), ": ", ctx, key, " must be positive (got ", v, ")");
-      (std::string(key) == "params" ? l.params : l.macs) = v;
+      (std::string(key) == "params" ? l.params : l.macs) = ranged(file, n[key], ctx, key, 1, kMaxCount);
     }
-    if (n["in"]) l.in = as_int(file, n["in"], "in");
-    if (n["out"]) l.out = as_int(file, n["out"], "out");
-    if (n["kernel"]) l.kernel = static_cast<int>(as_int(file, n["kernel"], "kernel"));
-    if (n["stride"]) l.stride = static_cast<int>(as_int(file, n["stride"], "stride"));
-    if (n["padding"]) l.padding = static_cast<int>(as_int(file, n["padding"], "padding"));
+    if (n["in"]) l.in = ranged(file, n["in"], ctx, "in", 1, kMaxChannels);
+    if (n["out"]) l.out = ranged(file, n["out"], ctx, "out", 1, kMaxChannels);
+    if (n["kernel"]) l.kernel = static_cast<int>(ranged(file, n["kernel"], ctx, "kernel", 1, kMaxKernel));
+    if (n["stride"]) l.stride = static_cast<int>(ranged(file, n["stride"], ctx, "stride", 1, kMaxKernel));
+    if (n["padding"]) l.padding = static_cast<int>(ranged(file, n["padding"], ctx, "padding", 0, kMaxKernel));
     else if (l.kernel > 0) l.padding = l.kernel / 2;  // "same" padding, as every zoo conv
-    if (n["groups"]) l.groups = static_cast<int>(as_int(file, n["groups"], "groups"));
+    if (n["groups"]) {
+      l.groups = static_cast<int>(ranged(file, n["groups"], ctx, "groups", 1, kMaxChannels));
+      MPQ_CHECK((l.in == 0 || l.in % l.groups == 0) && (l.out == 0 || l.out % l.groups == 0), where(file, n["groups"]),
+                ": ", ctx, "groups (", l.groups, ") must divide in (", l.in, ") and out (", l.out, ")");
+    }
     if (n["in_hw"]) read_hw(file, n["in_hw"], "in_hw", l.in_h, l.in_w);
     if (n["out_hw"]) read_hw(file, n["out_hw"], "out_hw", l.out_h, l.out_w);
+    if (l.type == "conv" && l.kernel > 0 && l.in_h > 0)
+      MPQ_CHECK(l.in_h + 2 * l.padding >= l.kernel && l.in_w + 2 * l.padding >= l.kernel, where(file, n), ": ", ctx,
+                "a ", l.kernel, "x", l.kernel, " kernel does not fit its padded ", l.in_h, "x", l.in_w, " input");
     if (n["searchable"]) {
       l.searchable = as_bool(file, n["searchable"], "searchable");
       any_explicit = true;
     }
     l.original_macs = original_conv_macs(l);
+    MPQ_CHECK(l.original_macs >= 1 && l.original_macs <= kMaxCount, where(file, n), ": ", ctx,
+              "its shape makes ", l.original_macs, " MACs, outside 1 to ", kMaxCount, " (check in, out, kernel, in_hw)");
     layers.push_back(std::move(l));
   }
   if (!any_explicit) {  // SPEC §2: every conv except the first
@@ -73,7 +93,14 @@ std::vector<LayerGeometry> read_layers(const std::string& file, const YAML::Node
     }
   }
   bool any = false;
-  for (const auto& l : layers) any |= l.searchable;
+  int64_t params = 0, macs = 0;
+  for (const auto& l : layers) {
+    any |= l.searchable;
+    params += l.params;  // each <= 1e15: no overflow before the check below
+    macs += std::max(l.macs, l.original_macs);
+    MPQ_CHECK(params <= kMaxCount && macs <= kMaxCount, file, ": the layers hold more than ", kMaxCount,
+              " parameters or MACs in all; no network this large can be searched exactly");
+  }
   MPQ_CHECK(any, file, ": no searchable layer (mark layers with 'searchable: true')");
   return layers;
 }
@@ -104,6 +131,8 @@ ModelGeometry load_geometry(const std::string& path, const std::string& model) {
     config::check_keys(path, root, "", kTopKeys);
     MPQ_CHECK(root["layers"], path, ": no 'layers' list");
     g.model = root["model"] ? as_string(path, root["model"], "model") : (model.empty() ? "custom" : model);
+    MPQ_CHECK(model.empty() || model == g.model, path, ": describes model '", g.model, "', but --model says '", model,
+              "'; drop --model (the file names its model) or fix the file's 'model' key");
     if (root["input_hw"]) read_hw(path, root["input_hw"], "input_hw", g.input_h, g.input_w);
     g.layers = read_layers(path, root["layers"]);
   }

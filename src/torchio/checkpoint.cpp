@@ -143,7 +143,10 @@ Checkpoint read_checkpoint(const std::string& path) {
   try {
     reader = std::make_unique<caffe2::serialize::PyTorchStreamReader>(path);
   } catch (const c10::Error& e) {
-    throw InputError(path + ": not a readable PyTorch checkpoint (" + e.what_without_backtrace() + ")");
+    // torch's message runs on with advice about miniz; its first sentence says what failed.
+    std::string why = e.what_without_backtrace();
+    why = why.substr(0, std::min(why.find(". "), why.find('\n')));
+    throw InputError(path + ": not a readable PyTorch checkpoint (" + why + "; a truncated or damaged file?)");
   }
   Checkpoint ck;
   try {

@@ -1,7 +1,11 @@
 // The real `mpq` binary: exit codes, stdout formats and the text of errors.
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
 
 #include <yaml-cpp/yaml.h>
 
@@ -67,6 +71,32 @@ TEST(Cli, JsonAndOutputFile) {
   ASSERT_EQ(o.code, 0) << o.err;
   EXPECT_TRUE(o.out.empty());
   EXPECT_EQ(YAML::LoadFile(dir.file("p.yaml"))["weight_bits"].size(), 52u);
+}
+
+// -o writes through a symlink to the file it names (the link stays), keeps
+// an existing file's permissions, writes a device in place, and '-' is stdout.
+TEST(Cli, OutputsWriteThroughLinksKeepModesAndTakeDevices) {
+  mpq::test::TempDir dir;
+  mpq::test::write_all(dir.file("target.yaml"), "old\n");
+  ASSERT_EQ(::chmod(dir.file("target.yaml").c_str(), 0600), 0);
+  ASSERT_EQ(::symlink("target.yaml", dir.file("link.yaml").c_str()), 0);  // relative, as users make them
+  const Result r = mpq_run(paper_args() + " -o " + dir.file("link.yaml"));
+  ASSERT_EQ(r.code, 0) << r.err;
+  struct stat st {};
+  ASSERT_EQ(::lstat(dir.file("link.yaml").c_str(), &st), 0);
+  EXPECT_TRUE(S_ISLNK(st.st_mode)) << "the link was replaced by a file";
+  EXPECT_EQ(YAML::LoadFile(dir.file("target.yaml"))["weight_bits"].size(), 52u);
+  ASSERT_EQ(::stat(dir.file("target.yaml").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  const Result dash = mpq_run(paper_args() + " -o -");
+  ASSERT_EQ(dash.code, 0) << dash.err;
+  EXPECT_EQ(YAML::Load(dash.out)["weight_bits"].size(), 52u);
+  const Result null = mpq_run(paper_args() + " -o /dev/null");
+  ASSERT_EQ(null.code, 0) << null.err;
+  ASSERT_EQ(::stat("/dev/null", &st), 0);
+  EXPECT_TRUE(S_ISCHR(st.st_mode)) << "/dev/null was replaced";
+  for (const auto& e : std::filesystem::directory_iterator(dir.path()))
+    EXPECT_EQ(e.path().filename().string().find(".tmp."), std::string::npos) << e.path();
 }
 
 TEST(Cli, GeometryFileGivesTheSamePolicy) {
@@ -137,7 +167,7 @@ TEST(Cli, BadInputIsOneLineAndExit2) {
       {"search --model resnet50 --i " + ind + base + " --time-limit 0", "--time-limit: must be a positive number"},
       {"search --i " + ind + base, "name the network with --model"},
       {"search --model resnet50 --i " + ind + base + " --bogus", "bogus"},
-      {"frobnicate", "subcommand"},
+      {"frobnicate", "'frobnicate' is not a command (search, pretrain, extract, finetune, eval)"},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(c.args);

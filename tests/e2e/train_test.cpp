@@ -90,6 +90,25 @@ TEST(Train, ResumeRejectsAnotherKindOfCheckpoint) {
   EXPECT_NE(r.err.find("a checkpoint of an mpq fp run, but this run is pretrain"), std::string::npos) << r.err;
 }
 
+// metrics.csv holds a row per epoch that last.pt records and never more: a
+// row written past the checkpoint (a crash between the two) is dropped when
+// the run resumes, and the epoch's row is written after its checkpoint.
+TEST(Train, MetricsNeverRunAheadOfTheCheckpoint) {
+  Fixture f;
+  const std::string cfg = f.config("m", "fp", "epochs: 1\nwarmup_epochs: 0\ncheckpoint_steps: 0\n");
+  ASSERT_EQ(mpq_run("finetune " + cfg + " --set dataloader.fraction=0.25", f.dir).code, 0);
+  const std::string csv = f.run_dir("m") + "/metrics.csv";
+  mpq::test::write_all(csv, mpq::test::read_all(csv) + "1,0.1,9,9,9,9,9,9,9,9\n");  // an epoch last.pt never saw
+  const Result r = mpq_run("finetune " + cfg + " --set dataloader.fraction=0.25 --set epochs=2 --set resume.path=auto",
+                           f.dir);
+  ASSERT_EQ(r.code, 0) << r.err;
+  const std::string rows = mpq::test::read_all(csv);
+  EXPECT_EQ(std::count(rows.begin(), rows.end(), '\n'), 3) << rows;  // header, epochs 0 and 1
+  EXPECT_EQ(rows.find("1,0.1,9,9"), std::string::npos) << rows;
+  EXPECT_NE(rows.find("\n0,"), std::string::npos) << rows;
+  EXPECT_NE(rows.find("\n1,"), std::string::npos) << rows;
+}
+
 // Python's torch.load, at its default weights_only=True (torch >= 2.6), reads
 // the checkpoints every mpq training command writes, and the full-precision
 // one's state_dict loads strictly into a ResNet-20 written in PyTorch.

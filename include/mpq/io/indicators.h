@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "mpq/io/file_util.h"
+
 namespace mpq::io {
 
 struct Indicators;
@@ -39,12 +41,5 @@ void save_indicators(const std::string& path, const Indicators& ind, bool module
 // missing or extra layer or bit-width. `source` names the file in messages.
 void check_indicators(const Indicators& ind, const std::vector<std::string>& layers, const std::vector<int>& bits,
                       const std::string& source);
-
-// Writes `data` to `path` atomically: temporary file beside it, fsync, rename.
-void write_file_atomic(const std::string& path, const std::string& data);
-
-// Lowercase hex SHA-256 of a file's bytes.
-std::string sha256_file(const std::string& path);
-std::string sha256_hex(const std::string& data);
 
 }  // namespace mpq::io

@@ -4,21 +4,36 @@
 #ifndef MPQ_PLUGIN_TORCH_PLUGIN_H_
 #define MPQ_PLUGIN_TORCH_PLUGIN_H_
 
-#define MPQ_TORCH_PLUGIN_ABI 1
+#define MPQ_TORCH_PLUGIN_ABI 2
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-/* One torch subcommand to run: `command` is "pretrain", "extract",
- * "finetune" or "eval"; argv holds its arguments after the subcommand name,
- * already validated by mpq's command line. */
+/* mpq pretrain|finetune|eval CONFIG [--set key=value]...: the config file
+ * and its overrides, already checked by mpq's command line. */
+typedef struct mpq_torch_config_args {
+  const char* config;
+  int num_sets;
+  const char* const* sets; /* "key=value" */
+} mpq_torch_config_args;
+
+/* mpq extract CKPT -o OUT [--b BITS...] [--input-size N]. */
+typedef struct mpq_torch_extract_args {
+  const char* checkpoint;
+  const char* output;
+  int num_bits;    /* 0: the checkpoint's own record of its candidates */
+  const int* bits; /* candidate bit-widths in the order of training */
+  int input_size;  /* 0: the checkpoint's record, else the model's default */
+} mpq_torch_extract_args;
+
+/* One torch subcommand to run: `command` is "pretrain", "finetune", "eval"
+ * (their arguments in `config`) or "extract" (in `extract`). */
 typedef struct mpq_torch_request {
   int abi; /* MPQ_TORCH_PLUGIN_ABI of the caller */
   const char* command;
-  int argc;
-  const char* const* argv;
-  const char* log_level; /* spdlog level name */
+  mpq_torch_config_args config;
+  mpq_torch_extract_args extract;
 } mpq_torch_request;
 
 typedef struct mpq_torch_response {

@@ -1,0 +1,28 @@
+// Whole-file reads and writes with error checks, and SHA-256, torch-free.
+#pragma once
+
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace mpq::io {
+
+// Writes `data` to `path` without ever leaving a torn file: a regular file
+// (or a new one) is replaced atomically (temporary file beside it, fsync,
+// rename; the old file's permissions kept); a symlink is written through to
+// the file it names; a FIFO or device is written to in place; "-" is stdout.
+// Throws RuntimeError naming the path and the reason.
+void write_file_atomic(const std::string& path, const std::string& data);
+
+// Refuses (InputError, exit 2) an output that is one of the inputs, by file
+// identity (through links and other spellings of the path): `output_flag`
+// and each input's flag name the two in the message. Inputs that do not
+// exist and outputs "-" pass.
+void check_output_is_not_an_input(const std::string& output_flag, const std::string& output,
+                                  const std::vector<std::pair<std::string, std::string>>& inputs);
+
+// Lowercase hex SHA-256 of a file's bytes.
+std::string sha256_file(const std::string& path);
+std::string sha256_hex(const std::string& data);
+
+}  // namespace mpq::io
