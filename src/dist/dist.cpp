@@ -5,10 +5,18 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <exception>
 #include <functional>
+#include <future>
+#include <memory>
 #include <string>
 
 #include "mpq/common/error.h"
@@ -50,6 +58,55 @@ Env env_from_environment() {
 }
 
 namespace {
+
+// The local address this host uses to reach `host` (the route's source
+// address; a UDP connect sends nothing). Gloo's device must be bound to an
+// address the other ranks can reach: the master's own address is not local
+// on any other node, and the hostname may resolve to loopback or to an
+// interface the ranks do not share.
+std::string local_address_towards(const std::string& host, int port) {
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_DGRAM;
+  addrinfo* res = nullptr;
+  if (::getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &res) != 0 || res == nullptr) return "";
+  std::string out;
+  const int fd = ::socket(res->ai_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  sockaddr_storage local{};
+  socklen_t len = sizeof local;
+  if (fd >= 0 && ::connect(fd, res->ai_addr, res->ai_addrlen) == 0 &&
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len) == 0) {
+    char buf[INET6_ADDRSTRLEN] = {0};
+    const void* a = local.ss_family == AF_INET6 ? static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(&local)->sin6_addr)
+                                                : static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(&local)->sin_addr);
+    if (::inet_ntop(local.ss_family, a, buf, sizeof buf) != nullptr) out = buf;
+  }
+  if (fd >= 0) ::close(fd);
+  ::freeaddrinfo(res);
+  return out;
+}
+
+// The Gloo device: GLOO_SOCKET_IFNAME's interface where set (PyTorch's
+// variable), else the address that routes to the master.
+std::shared_ptr<::gloo::transport::Device> gloo_device(const Env& env) {
+  std::string where;
+  try {
+    if (const char* ifname = std::getenv("GLOO_SOCKET_IFNAME"); ifname && *ifname) {
+      const std::string first = std::string(ifname).substr(0, std::string(ifname).find(','));
+      where = "interface " + first + " (GLOO_SOCKET_IFNAME)";
+      return c10d::ProcessGroupGloo::createDeviceForInterface(first);
+    }
+    const std::string local = local_address_towards(env.master_addr, env.master_port);
+    MPQ_CHECK_T(RuntimeError, !local.empty(), "rank ", env.rank, ": no route from this host to the master at ",
+                env.master_addr, " (check MASTER_ADDR, or set GLOO_SOCKET_IFNAME to the interface to use)");
+    where = "address " + local + " (the one that reaches the master " + env.master_addr + ")";
+    return c10d::ProcessGroupGloo::createDeviceForHostname(local);
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw RuntimeError(detail::concat("rank ", env.rank, ": cannot bind Gloo to ", where, " (", first_line(e.what()),
+                                      "); set GLOO_SOCKET_IFNAME to the network interface the ranks share"));
+  }
+}
 
 int64_t now_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
@@ -99,54 +156,78 @@ Group::Group(const Env& env, std::chrono::milliseconds timeout, Backend backend,
   } else {
     auto opts = c10d::ProcessGroupGloo::Options::create();
     opts->timeout = timeout;
-    opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(env.master_addr));
-    pg_ = c10::make_intrusive<c10d::ProcessGroupGloo>(store_, env.rank, env.world_size, opts);
+    opts->devices.push_back(gloo_device(env));
+    try {
+      pg_ = c10::make_intrusive<c10d::ProcessGroupGloo>(store_, env.rank, env.world_size, opts);
+    } catch (const std::exception& e) {
+      throw RuntimeError(detail::concat("rank ", env.rank, ": the ", env.world_size, " ranks did not connect within ",
+                                        timeout.count() / 1000, " s (", first_line(e.what()),
+                                        "); another rank failed to start (see its log) or cannot reach this host"));
+    }
   }
   // The heartbeat has its own connection: a store client is not shared across threads.
   c10d::TCPStoreOptions ho = so;
   ho.isServer = false;
   ho.waitWorkers = false;
   auto hb = scoped(c10::make_intrusive<c10d::TCPStore>(env.master_addr, ho));
-  heartbeat_ = std::thread([this, hb] {
-    const std::string key = "mpq/heartbeat/" + std::to_string(env_.rank);
-    while (!stop_.load()) {
+  heartbeat_ = std::thread([beat = beat_, hb, rank = env.rank] {
+    const std::string key = "mpq/heartbeat/" + std::to_string(rank);
+    while (!beat->stop.load()) {
       try {
         const std::string v = std::to_string(now_ms());
         hb->set(key, std::vector<uint8_t>(v.begin(), v.end()));
       } catch (...) {
-        return;  // the master is gone; the next collective reports it
+        break;  // the master is gone; the next collective reports it
       }
-      for (int i = 0; i < 10 && !stop_.load(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(kHeartbeatMs / 10));
+      for (int i = 0; i < 10 && !beat->stop.load(); ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(kHeartbeatMs / 10));
     }
+    beat->done.store(true);
   });
 }
 
 Group::~Group() {
-  stop_.store(true);
-  if (heartbeat_.joinable()) heartbeat_.join();
+  beat_->stop.store(true);
+  if (!heartbeat_.joinable()) return;
+  // A heartbeat blocked in a store call on a dead link never returns: wait
+  // a bounded time, then let it go (it owns what it uses).
+  for (int i = 0; i < 30 && !beat_->done.load(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  if (beat_->done.load()) heartbeat_.join();
+  else heartbeat_.detach();
 }
 
 // The ranks whose heartbeat is older than 2.5 periods, after waiting long
-// enough for a fresh failure to show; the master's loss when the store is gone.
+// enough for a fresh failure to show; the master's loss when the store is
+// gone or does not answer within the timeout (a cut link leaves a store
+// call blocked for good: it runs on a thread of its own, left behind then).
 std::string Group::lost_ranks() {
   std::this_thread::sleep_for(std::chrono::milliseconds(3 * kHeartbeatMs));
-  std::string lost;
-  try {
-    const int64_t now = now_ms();
-    for (int r = 0; r < env_.world_size; ++r) {
-      if (r == env_.rank) continue;
-      const std::string key = "mpq/heartbeat/" + std::to_string(r);
-      int64_t age = -1;
-      if (store_->check({key})) {
-        const std::vector<uint8_t> v = store_->get(key);
-        age = now - std::stoll(std::string(v.begin(), v.end()));
+  const std::string master = "rank 0 (the master, " + env_.master_addr + ":" + std::to_string(env_.master_port) + ")";
+  auto answer = std::make_shared<std::promise<std::string>>();
+  std::future<std::string> lost = answer->get_future();
+  std::thread([store = store_, env = env_, answer] {
+    std::string out;
+    try {
+      const int64_t now = now_ms();
+      for (int r = 0; r < env.world_size; ++r) {
+        if (r == env.rank) continue;
+        const std::string key = "mpq/heartbeat/" + std::to_string(r);
+        int64_t age = -1;
+        if (store->check({key})) {
+          const std::vector<uint8_t> v = store->get(key);
+          age = now - std::stoll(std::string(v.begin(), v.end()));
+        }
+        if (age < 0 || age > kHeartbeatMs * 5 / 2) out += (out.empty() ? "" : ", ") + std::to_string(r);
       }
-      if (age < 0 || age > kHeartbeatMs * 5 / 2) lost += (lost.empty() ? "" : ", ") + std::to_string(r);
+      if (!out.empty()) out = (out.find(',') == std::string::npos ? "rank " : "ranks ") + out;
+    } catch (const std::exception&) {
+      out = "\x01";  // the store is gone
     }
-  } catch (const std::exception&) {
-    return "rank 0 (the master, " + env_.master_addr + ":" + std::to_string(env_.master_port) + ")";
-  }
-  return lost.empty() ? "" : (lost.find(',') == std::string::npos ? "rank " : "ranks ") + lost;
+    answer->set_value(out);
+  }).detach();
+  if (lost.wait_for(timeout_) != std::future_status::ready) return master;
+  const std::string r = lost.get();
+  return r == "\x01" ? master : r;
 }
 
 template <typename F>

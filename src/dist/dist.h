@@ -94,7 +94,12 @@ class Group {
   torch::Device device_;
   c10::intrusive_ptr<c10d::Store> store_;
   c10::intrusive_ptr<c10d::Backend> pg_;  // c10d's backend itself (Gloo or NCCL), no ProcessGroup around it
-  std::atomic<bool> stop_{false};
+  // Shared with the heartbeat thread, which may outlive the Group when a
+  // dead link leaves it blocked in a store call (it is then detached).
+  struct Beat {
+    std::atomic<bool> stop{false}, done{false};
+  };
+  std::shared_ptr<Beat> beat_ = std::make_shared<Beat>();
   std::thread heartbeat_;
 };
 

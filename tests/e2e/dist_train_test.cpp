@@ -180,16 +180,7 @@ TEST(Distributed, ALostRankIsNamedAndTheRunResumesOnOneProcess) {
   EXPECT_NE(err.find("failed: lost rank 1"), std::string::npos) << err;
   // Resume on one process of batch 32 (the same global batch: the same batch
   // index): it continues at the same sample and finishes the run.
-  const auto before = mpq::torchio::read_checkpoint(last);
-  const Result resumed = mpq_run("finetune " + cfg + " --set resume.path=auto", f.dir);
-  ASSERT_EQ(resumed.code, 0) << resumed.err;
-  EXPECT_NE(resumed.err.find("resumed from " + last + ": epoch " + std::to_string(before.root.find("epoch")->as_int() + 1) +
-                             ", batch " + std::to_string(before.root.find("batch")->as_int())),
-            std::string::npos)
-      << resumed.err;
-  const auto after = mpq::torchio::read_checkpoint(last);
-  EXPECT_EQ(after.root.find("epoch")->as_int(), 2);
-  EXPECT_EQ(after.root.find("step")->as_int(), 16);
+  expect_resume_finishes(f, cfg, last, 2, 16);
 }
 
 TEST(Distributed, AnUnreachableMasterIsReportedWithItsAddress) {

@@ -187,4 +187,21 @@ inline void expect_same_state(const std::string& a, const std::string& b, double
     EXPECT_EQ(ca.root.find(k)->as_int(), cb.root.find(k)->as_int()) << k;
 }
 
+// Resumes `config`'s run from `last` on one process (--set
+// resume.path=auto): it must continue at the checkpoint's epoch and batch and
+// end at `epoch` after `step` optimizer steps in all.
+inline void expect_resume_finishes(const Fixture& f, const std::string& config, const std::string& last, int64_t epoch,
+                                   int64_t step) {
+  const auto before = mpq::torchio::read_checkpoint(last);
+  const Result resumed = mpq_run("finetune " + config + " --set resume.path=auto", f.dir);
+  ASSERT_EQ(resumed.code, 0) << resumed.err;
+  EXPECT_NE(resumed.err.find("resumed from " + last + ": epoch " + std::to_string(before.root.find("epoch")->as_int() + 1) +
+                             ", batch " + std::to_string(before.root.find("batch")->as_int())),
+            std::string::npos)
+      << resumed.err;
+  const auto after = mpq::torchio::read_checkpoint(last);
+  EXPECT_EQ(after.root.find("epoch")->as_int(), epoch);
+  EXPECT_EQ(after.root.find("step")->as_int(), step);
+}
+
 }  // namespace mpq::test::train
