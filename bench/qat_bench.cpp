@@ -183,7 +183,7 @@ int main(int argc, char** argv) {
         for (int i = 0; i < 3; ++i) t->step();
       }
     }
-    // The joint indicator step (SPEC §3) over candidates 6..2: K + 1 = 6 passes.
+    // The joint indicator step (METHOD.md §3) over candidates 6..2: K + 1 = 6 passes.
     torch::manual_seed(0);
     const std::vector<int> cands = {6, 5, 4, 3, 2};
     auto qj = quant::quantize_for_indicators(models::make_model(c.model, {c.classes, c.channels}), cands);

@@ -57,9 +57,10 @@ timeout 300 "$mpq" finetune configs/fashion_mnist_resnet20_finetune.yaml "${comm
 step "NCCL group of one under torchrun"
 torchrun=$(dirname "$(command -v "$py")")/torchrun
 [ -x "$torchrun" ] || torchrun=torchrun
+backend=nccl; [ "$dry" = 1 ] && backend=gloo  # the dry run has no GPU: the same launch, on Gloo
 timeout 300 "$torchrun" --no-python --nproc_per_node=1 --master_port=29611 "$mpq" finetune \
   configs/fashion_mnist_resnet20_fp.yaml "${common[@]}" --set training_device=$dev --set name=nccl \
-  --set dist_backend=nccl 2>&1 | tail -15
+  --set dist_backend=$backend 2>&1 | tail -15
 
 step "training steps: mpq (qat_bench), host synchronisations per step"
 n=21; [ "$dry" = 1 ] && n=3

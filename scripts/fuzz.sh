@@ -10,5 +10,7 @@ cmake --build build-fuzz -j "$(nproc)" --target pickle_fuzz
 corpus=build-fuzz/corpus
 mkdir -p "$corpus"
 cp ../shared/golden/*.pkl ../shared/golden/synthetic/*.pkl "$corpus/" 2>/dev/null || true
+# Crash, leak and timeout inputs go under the (git-ignored) build folder, not the repo root.
+mkdir -p build-fuzz/artifacts
 ./build-fuzz/pickle_fuzz "$corpus" -max_total_time="$seconds" -max_len=65536 -timeout=10 -rss_limit_mb=2048 \
-  -print_final_stats=1
+  -artifact_prefix=build-fuzz/artifacts/ -print_final_stats=1

@@ -77,7 +77,7 @@ void read_quantizer(const Reader& r, QuantizerConfig& q) {
   MPQ_CHECK(q.mode == "lsq", r.key("mode"), ": only 'lsq' is supported (got '", q.mode, "')");
   r.get("bit", q.bit, 2, 32);
   r.get("per_channel", q.per_channel);
-  MPQ_CHECK(!q.per_channel, r.key("per_channel"), ": per-channel scales are not supported (SPEC §1); set it to false");
+  MPQ_CHECK(!q.per_channel, r.key("per_channel"), ": per-channel scales are not supported (mpq learns one scale per tensor); set it to false");
   r.get("symmetric", q.symmetric);
   r.get("all_positive", q.all_positive);
 }

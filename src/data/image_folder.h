@@ -1,5 +1,5 @@
 // ImageNet-style ImageFolder decoded with OpenCV, with torchvision's
-// transforms (SPEC §6).
+// transforms (METHOD.md §6).
 //
 // On-disk layout: root/<class>/<image> with .jpg .jpeg .png .bmp .webp
 // (any case); classes are the sub-folders sorted by name, labels their

@@ -56,7 +56,7 @@ void MemoryLoader::set_epoch(int64_t epoch) {
 
 int64_t MemoryLoader::num_batches() const {
   const int64_t n = num_samples(), b = o_.batch_size;
-  return o_.drop_last ? n / b : (n + b - 1) / b;
+  return (n + b - 1) / b;  // the last batch may be short
 }
 
 Batch MemoryLoader::batch(int64_t i) const {

@@ -29,7 +29,6 @@ struct LoaderOptions {
   std::string dataset = "fashion_mnist";  // picks the normalisation and the augmentation
   int batch_size = 128;
   bool train = true;       // shuffle and augment; false: dataset order, no augmentation
-  bool drop_last = false;
   uint64_t seed = 0;
   int rank = 0, world_size = 1;
 };

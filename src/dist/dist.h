@@ -1,4 +1,4 @@
-// Multi-process training on PyTorch's own c10d, the torchrun way (SPEC §6).
+// Multi-process training on PyTorch's own c10d, the torchrun way (METHOD.md §6).
 //
 // The environment torchrun (or any scheduler) sets: RANK, WORLD_SIZE,
 // LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT. Without WORLD_SIZE

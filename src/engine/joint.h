@@ -1,5 +1,5 @@
-// The joint indicator-training step of SPEC §3 and the optimizer rules it
-// shares with finetuning (SPEC §5).
+// The joint indicator-training step of METHOD.md §3 and the optimizer rules it
+// shares with finetuning (METHOD.md §5).
 #pragma once
 
 #include <cstdint>

@@ -595,7 +595,7 @@ Meter validate(Context& ctx, Model& m, Loader& val, double smoothing) {
   return meter;
 }
 
-// SPEC §5: reset running statistics, cumulative average, training-mode
+// METHOD.md §5: reset running statistics, cumulative average, training-mode
 // forwards without gradients over about `images` training images (each rank
 // its share). With synchronised BatchNorm the statistics are the global
 // batch's already; otherwise they are averaged over ranks afterwards.
@@ -622,7 +622,7 @@ void recalibrate_bn(Context& ctx, Model& m, Loader& calib, int images) {
   if (!models::batchnorm_sync_enabled()) average_bn_stats(ctx, *m.q.net);
 }
 
-// Size and BitOPs of the model as the search reports them (SPEC §4).
+// Size and BitOPs of the model as the search reports them (METHOD.md §4).
 search::Report size_report(const Model& m, int height, int width) {
   search::InputShape in{height, width, m.channels, m.num_classes};
   const search::ModelGeometry g = search::zoo_geometry(m.arch, in);

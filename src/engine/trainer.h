@@ -1,4 +1,4 @@
-// The training engine behind mpq pretrain, finetune and eval (SPEC §3, §5).
+// The training engine behind mpq pretrain, finetune and eval (METHOD.md §3, §5).
 //
 // A run lives in <output_dir>/<name>/: config.yaml (the resolved config),
 // last.pt and best.pt (checkpoints), metrics.csv and a TensorBoard event

@@ -238,7 +238,7 @@ class ResNetImpl : public NetImpl {
   std::vector<std::string> names_;
 };
 
-// MobileNet-V1 (Howard et al. 2017) with the names of SPEC §6:
+// MobileNet-V1 (Howard et al. 2017) with the names of METHOD.md §6:
 // first_conv.{0 conv, 1 bn}, features.stageS.unitU.{dw_conv,pw_conv}.{conv,bn}, fc.
 class ConvBnImpl : public nn::Module {
  public:

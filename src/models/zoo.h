@@ -1,4 +1,4 @@
-// The model zoo (SPEC §6): ResNet-18/50 with torchvision's layout and names,
+// The model zoo (METHOD.md §6): ResNet-18/50 with torchvision's layout and names,
 // MobileNet-V1 with the original's names, CIFAR-style ResNet-20.
 //
 // Every conv and the fc sit in a `Slot`: a registered child held as an

@@ -1,4 +1,4 @@
-// mpq extract (SPEC §3): the learned scales of every searchable layer's
+// mpq extract (METHOD.md §3): the learned scales of every searchable layer's
 // weight and activation quantizers, as the original's indicator pickle.
 #include <algorithm>
 #include <cstdio>

@@ -1,4 +1,4 @@
-// LSQ fake quantization (SPEC §1): the fused autograd op and the quantizer
+// LSQ fake quantization (METHOD.md §1): the fused autograd op and the quantizer
 // module that holds one scale per candidate bit-width.
 //
 //   y = round(clamp(x / s, n, p)) * s          (round half to even)
@@ -44,7 +44,7 @@ struct LsqQuantizerOptions {
   std::vector<int> bits;      // candidate bit-widths; one for finetuning
   bool all_positive = false;  // unsigned (activations after ReLU)
   bool symmetric = false;
-  // Indicator training: clamp the scale into [1e-5, 1] (SPEC §1). Default: on
+  // Indicator training: clamp the scale into [1e-5, 1] (METHOD.md §1). Default: on
   // with several candidates, off with one.
   bool clamp_scale = false;
 };

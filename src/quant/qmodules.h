@@ -1,5 +1,5 @@
 // Quantized layers and the function that quantizes a zoo network by layer
-// name (SPEC §2, §3, §5).
+// name (METHOD.md §2, §3, §5).
 //
 // Parameter paths stay those of the float network plus the quantizers, as the
 // original names them: "layer1.0.conv1.weight", "layer1.0.conv1.quan_w_fn.s",
@@ -88,12 +88,12 @@ struct QuantizedNet {
   void set_mixed(const std::vector<int>& bits);
 };
 
-// Indicator training (SPEC §3): searchable convs get one scale per
+// Indicator training (METHOD.md §3): searchable convs get one scale per
 // candidate, clamped into [1e-5, 1]; the BN after each becomes switchable;
 // the first conv, its BN and the fc stay in full precision.
 QuantizedNet quantize_for_indicators(models::Net net, const std::vector<int>& candidates);
 
-// Finetuning (SPEC §5): searchable layer `names[i]` gets weight_bits[i] and
+// Finetuning (METHOD.md §5): searchable layer `names[i]` gets weight_bits[i] and
 // act_bits[i]; the first conv W8 with the image unquantized; the fc W8A8 with
 // the SAT rescale. InputError when the names differ from the model's
 // searchable layers (naming the first difference).

@@ -1,4 +1,4 @@
-// The zoo's layer tables, computed from the architectures (SPEC §2, §6).
+// The zoo's layer tables, computed from the architectures (METHOD.md §2, §6).
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -93,7 +93,7 @@ class Builder {
     l.params = cout * (cin / groups) * k * k;
     l.macs = l.params * oh * ow;
     l.original_macs = original_conv_macs(l);
-    l.searchable = first_conv_seen_;  // SPEC §2: the first conv is excepted
+    l.searchable = first_conv_seen_;  // METHOD.md §2: the first conv is excepted
     first_conv_seen_ = true;
     g_.layers.push_back(l);
     if (advance) {
@@ -194,7 +194,7 @@ ModelGeometry resnet20(const InputShape& in) {
   return b.done();
 }
 
-// MobileNet-V1 (Howard et al. 2017), SPEC §6 names.
+// MobileNet-V1 (Howard et al. 2017), METHOD.md §6 names.
 ModelGeometry mobilenetv1(const InputShape& in) {
   Builder b("mobilenetv1", in);
   b.conv("first_conv.0", in.channels, 32, 3, 2, 1);

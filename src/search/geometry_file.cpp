@@ -85,7 +85,7 @@ std::vector<LayerGeometry> read_layers(const std::string& file, const YAML::Node
               "its shape makes ", l.original_macs, " MACs, outside 1 to ", kMaxCount, " (check in, out, kernel, in_hw)");
     layers.push_back(std::move(l));
   }
-  if (!any_explicit) {  // SPEC §2: every conv except the first
+  if (!any_explicit) {  // METHOD.md §2: every conv except the first
     bool first = true;
     for (auto& l : layers) {
       l.searchable = l.type == "conv" && !first;

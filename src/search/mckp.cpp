@@ -1,4 +1,4 @@
-// Exact search for the multiple-choice knapsack of SPEC §4.
+// Exact search for the multiple-choice knapsack of METHOD.md §4.
 //
 // CBC alone needs minutes for 1000 layers x 49 pairs. This method proves the
 // same optimum in well under a second:

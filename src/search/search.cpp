@@ -1,4 +1,4 @@
-// Problem construction, feasibility, dispatch and the report (SPEC §4).
+// Problem construction, feasibility, dispatch and the report (METHOD.md §4).
 #include "mpq/search/search.h"
 
 #include <algorithm>
@@ -130,7 +130,6 @@ Report make_report(const SearchProblem& p, const std::vector<int>& w_bits, const
   if (p.constraints.wb > 0 && p.constraints.ab > 0) {
     target = macs * p.constraints.wb * p.constraints.ab;
     r.target_gbitops = (target + fixed_bops) / 1e9;
-    if (p.constraints.bops) r.bops_budget_used = bops / target;
   }
   return r;
 }

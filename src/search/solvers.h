@@ -29,7 +29,7 @@ struct PairTable {
 // which solve_exact checks before relying on it.
 PairTable make_pairs(const SearchProblem& p, bool prune);
 
-// Pairs that cost at least this hold an erased outlier (SPEC §4).
+// Pairs that cost at least this hold an erased outlier (METHOD.md §4).
 constexpr double kOutlierCost = 1e8;
 
 // The Lagrangian relaxation of both capacity rows: prices wb and ws per unit

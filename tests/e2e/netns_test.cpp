@@ -37,6 +37,10 @@ class Nodes {
   Nodes() {
     const std::string id = std::to_string(::getpid() % 100000);
     a_ = "mpqa" + id, b_ = "mpqb" + id, va_ = "mpqva" + id, vb_ = "mpqvb" + id;
+    if (::access("/usr/sbin/ip", X_OK) != 0) {
+      why_ = "no /usr/sbin/ip (Debian's iproute2)";
+      return;
+    }
     const std::string net = "10.213." + std::to_string(::getpid() % 250) + ".";
     ip_a_ = net + "1", ip_b_ = net + "2";
     for (const std::string& c :

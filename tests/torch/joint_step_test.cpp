@@ -1,4 +1,4 @@
-// SPEC §3's joint step against the original: its tiny network, initial
+// METHOD.md §3's joint step against the original: its tiny network, initial
 // weights and batches (../shared/golden/joint_step_inputs.pt), forcing the
 // recorded mixed policies; three steps reproduce the losses and every
 // tensor of joint_step_state_after_{1,2,3}.pt.

@@ -80,7 +80,7 @@ TEST(Config, ErrorsNameFileLineAndKey) {
   EXPECT_NE(error_of("weight_bits: [4]\nact_bits: [4, 4]\n").find("weight_bits has 1 entries but act_bits has 2"),
             std::string::npos);
   EXPECT_EQ(error_of("quan:\n  weight:\n    per_channel: true\n"),
-            "quan.weight.per_channel: per-channel scales are not supported (SPEC §1); set it to false");
+            "quan.weight.per_channel: per-channel scales are not supported (mpq learns one scale per tensor); set it to false");
   EXPECT_EQ(error_of("epochs: 2\n", {"epochs"}), "--set epochs: expected key=value, e.g. --set lr=0.01");
   EXPECT_EQ(error_of("[1, 2]\n").find("c.yaml: a config must be a mapping"), 0u);
 }

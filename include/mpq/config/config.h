@@ -1,4 +1,4 @@
-// Run configuration: YAML with the original implementation's keys (SPEC §6),
+// Run configuration: YAML with the original implementation's keys (METHOD.md §6),
 // so a user's existing file works, parsed into typed structs and validated
 // before any data or model is touched. Defaults are given where declared.
 #pragma once
@@ -27,7 +27,7 @@ struct DataloaderConfig {
 struct QuantizerConfig {
   std::string mode = "lsq";  // only lsq
   int bit = 2;               // the original's placeholder; the policy or target_bits decide
-  bool per_channel = false;  // per-tensor only (SPEC §1)
+  bool per_channel = false;  // per-tensor only (METHOD.md §1)
   bool symmetric = false;
   bool all_positive = false;
 };

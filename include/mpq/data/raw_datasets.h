@@ -1,4 +1,4 @@
-// Torch-free readers for the small image datasets' file formats (SPEC §6).
+// Torch-free readers for the small image datasets' file formats (METHOD.md §6).
 //
 // IDX (MNIST, Fashion-MNIST), big-endian, optionally gzip-compressed:
 //   images: magic 0x00000803, count, rows, cols, then count*rows*cols bytes

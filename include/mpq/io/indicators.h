@@ -1,4 +1,4 @@
-// Importance-indicator files (SPEC §3): the learned LSQ scale of every
+// Importance-indicator files (METHOD.md §3): the learned LSQ scale of every
 // searchable layer at every candidate bit-width, as the original's pickle
 //   {'weight': {layer: {'6': s, '5': s, ...}}, 'act': {...}, 'layer_name': [...]}
 // with bit-width keys as strings and layer names in searchable order, maybe

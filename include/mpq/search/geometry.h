@@ -27,7 +27,7 @@ struct LayerGeometry {
   // and policies rest on this count; equal to `macs` for stride-1 convs and
   // linears, and for layers whose shape a geometry file does not give.
   int64_t original_macs = 0;
-  bool searchable = false;   // quantized at searched bits; false: excepted, 8 bits (SPEC §2)
+  bool searchable = false;   // quantized at searched bits; false: excepted, 8 bits (METHOD.md §2)
 };
 
 struct ModelGeometry {
@@ -65,7 +65,7 @@ ModelGeometry zoo_geometry(const std::string& model, const InputShape& input = {
 //   {model: NAME, input_hw: [H, W], layers: [{name, type, params, macs, ...}]}
 // or a mapping from model names to such layer lists (as
 // ../shared/golden/geometry_224.json), from which `model` picks one.
-// Layers without an explicit `searchable` follow SPEC §2: every conv but the
+// Layers without an explicit `searchable` follow METHOD.md §2: every conv but the
 // first is searchable, everything else is excepted at 8 bits.
 ModelGeometry load_geometry(const std::string& path, const std::string& model = "");
 

@@ -1,4 +1,4 @@
-// The bit-width search ILP of SPEC §4 and its report.
+// The bit-width search ILP of METHOD.md §4 and its report.
 //
 // Variables x[l,i,j]: layer l takes weight candidate i and activation
 // candidate j; one pair per layer. Objective: min sum x * (A[l][j] + alpha *
@@ -46,7 +46,7 @@ struct SearchProblem {
 // candidate order: every candidate whose value is smaller than that of the
 // next higher candidate is set to 1e8. All comparisons use the values as they
 // were: the original collects the outliers first and erases them after, so an
-// outlier does not erase the candidates below it. (SPEC §4 describes
+// outlier does not erase the candidates below it. (METHOD.md §4 describes
 // sequential updates; the original's code and the paper's policy in
 // ../shared/golden/search_paper_r50.json follow this rule.)
 void apply_outlier_rule(const std::vector<int>& bits, std::vector<double>& table);
@@ -87,14 +87,13 @@ struct SearchResult {
 
 SearchResult solve(const SearchProblem& p, const SolveOptions& options);
 
-// The figures the original prints (SPEC §4).
+// The figures the original prints (METHOD.md §4).
 struct Report {
   double avg_weight_bits = 0, avg_act_bits = 0;
   double compression_ratio = 0;
   double fp_size_mb = 0, size_mb = 0;
   double gbitops = 0;         // searched, with the 8-bit excepted layers
   double target_gbitops = 0;  // uniform wb/ab; 0 without --bops
-  double bops_budget_used = 0;  // fraction of the BitOPs budget (searchable layers), 0 without --bops
 };
 
 Report make_report(const SearchProblem& p, const std::vector<int>& w_bits, const std::vector<int>& a_bits);
