@@ -38,9 +38,9 @@ TEST(Train, PretrainKilledMidEpochResumesToTheSameWeights) {
 TEST(Train, FinetuneStoppedBySigtermSavesAndResumesExactly) {
   Fixture f;
   const int status = run_whole_and_stopped(f, "finetune", SIGTERM, 2);
-  ASSERT_TRUE(WIFEXITED(status)) << "SIGTERM must end the run cleanly";
-  EXPECT_EQ(WEXITSTATUS(status), 5);
   const std::string err = mpq::test::read_all(f.dir.file("b.err"));
+  ASSERT_TRUE(WIFEXITED(status)) << "SIGTERM must end the run cleanly";
+  EXPECT_EQ(WEXITSTATUS(status), 5) << err;
   EXPECT_NE(err.find("interrupted by SIGTERM; saved " + f.run_dir("b") + "/last.pt"), std::string::npos) << err;
   resume_and_compare(f, "finetune");
   // Metrics: one CSV row and one set of TensorBoard scalars per epoch.
