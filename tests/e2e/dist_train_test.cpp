@@ -155,18 +155,7 @@ TEST(Distributed, ALostRankIsNamedAndTheRunResumesOnOneProcess) {
                          f.dir.file("rank" + std::to_string(r) + ".err"), torchrun_env(r, 2, port)));
   // Kill rank 1 once rank 0 has checkpointed a few steps.
   const std::string last = f.run_dir("two") + "/last.pt";
-  const auto t0 = std::chrono::steady_clock::now();
-  int seen = 0;
-  std::string stamp;
-  while (seen < 3 && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(60)) {
-    struct stat st;
-    if (::stat(last.c_str(), &st) == 0) {
-      const std::string s = std::to_string(st.st_mtim.tv_nsec);
-      if (s != stamp) stamp = s, ++seen;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  ASSERT_EQ(seen, 3) << err_of(f, 0);
+  ASSERT_EQ(wait_for_writes(last, 3, std::chrono::seconds(60)), 3) << err_of(f, 0);
   ::kill(pids[1], SIGKILL);
   const auto killed = std::chrono::steady_clock::now();
   int status = 0;

@@ -126,18 +126,7 @@ Outcome run_with_fault(const Nodes& n, const Fixture& f, const std::string& cfg,
   for (int r = 0; r < 2; ++r)
     pids.push_back(spawn(n.in(r, {MPQ_BINARY, "finetune", cfg, "--set", "dataloader.batch_size=16"}),
                          f.dir.file("rank" + std::to_string(r) + ".err"), env(r, n, p)));
-  const std::string last = f.run_dir("two") + "/last.pt";
-  const auto t0 = std::chrono::steady_clock::now();
-  int seen = 0;
-  std::string stamp;
-  while (seen < 3 && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(90)) {
-    struct stat st;
-    if (::stat(last.c_str(), &st) == 0) {
-      const std::string s = std::to_string(st.st_mtim.tv_sec) + "." + std::to_string(st.st_mtim.tv_nsec);
-      if (s != stamp) stamp = s, ++seen;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
+  const int seen = wait_for_writes(f.run_dir("two") + "/last.pt", 3, std::chrono::seconds(90));
   if (seen == 3) fault(pids[1]);
   const auto at = std::chrono::steady_clock::now();
   auto wait_bounded = [](pid_t pid, int seconds) {

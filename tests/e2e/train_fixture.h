@@ -117,30 +117,37 @@ inline bool exists(const std::string& p) {
   return ::stat(p.c_str(), &st) == 0;
 }
 
+// Waits, at most `limit`, until `path` has been written `n` times (each new
+// mtime counts once; checkpoint_steps: 1 writes last.pt once per step).
+// Stops early when `pid` (if > 0) exits, its wait status in *status. Returns
+// the writes seen.
+inline int wait_for_writes(const std::string& path, int n, std::chrono::seconds limit, pid_t pid = 0,
+                           int* status = nullptr) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  int seen = 0;
+  std::string stamp;
+  while (seen < n && std::chrono::steady_clock::now() < deadline) {
+    if (pid > 0 && ::waitpid(pid, status, WNOHANG) == pid) break;
+    struct stat st;
+    if (::stat(path.c_str(), &st) == 0) {
+      const std::string s = std::to_string(st.st_mtim.tv_sec) + "." + std::to_string(st.st_mtim.tv_nsec);
+      if (s != stamp) stamp = s, ++seen;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return seen;
+}
+
 // Starts `command config`, waits until its run folder has a checkpoint at
 // least `steps` optimizer steps in (checkpoint_steps: 1 writes one per step),
 // then sends `sig`. Returns the exit status.
 inline int run_and_signal(const std::string& command, const std::string& config, const std::string& run_dir, int sig,
                    const std::string& err, int steps) {
   const pid_t pid = spawn({MPQ_BINARY, command, config}, err);
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-  int seen = 0;
-  std::string last_seen;
-  while (std::chrono::steady_clock::now() < deadline) {
-    int status;
-    if (::waitpid(pid, &status, WNOHANG) == pid) return status;  // finished before the signal: the test fails below
-    struct stat st;
-    if (::stat((run_dir + "/last.pt").c_str(), &st) == 0) {
-      const std::string stamp = std::to_string(st.st_mtim.tv_sec) + "." + std::to_string(st.st_mtim.tv_nsec);
-      if (stamp != last_seen) {
-        last_seen = stamp;
-        if (++seen >= steps) break;
-      }
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
+  int status = -1;
+  wait_for_writes(run_dir + "/last.pt", steps, std::chrono::seconds(120), pid, &status);
+  if (status != -1) return status;  // finished before the signal: the test fails below
   ::kill(pid, sig);
-  int status = 0;
   ::waitpid(pid, &status, 0);
   return status;
 }
