@@ -12,6 +12,7 @@
 #include <yaml-cpp/depthguard.h>
 
 #include "mpq/common/error.h"
+#include "mpq/io/file_util.h"
 
 namespace mpq::config {
 
@@ -33,13 +34,7 @@ YAML::Node load_yaml_string(const std::string& text, const std::string& source) 
   }
 }
 
-YAML::Node load_yaml_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  MPQ_CHECK(in.good(), path, ": cannot open (", std::strerror(errno), ")");
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return load_yaml_string(ss.str(), path);
-}
+YAML::Node load_yaml_file(const std::string& path) { return load_yaml_string(io::read_file(path), path); }
 
 std::string where(const std::string& file, const YAML::Node& node) { return mark_str(file, node.Mark()); }
 

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 
 #include "mpq/common/error.h"
@@ -154,12 +155,34 @@ std::string sha256_hex(const std::string& data) {
   return std::string(out, 64);
 }
 
-std::string sha256_file(const std::string& path) {
+std::string read_file(const std::string& path) {
+  struct stat st {};
+  MPQ_CHECK(::stat(path.c_str(), &st) == 0, path, ": cannot open (", std::strerror(errno), ")");
+  MPQ_CHECK(!S_ISDIR(st.st_mode), path, ": is a directory; pass a file");
   std::ifstream in(path, std::ios::binary);
   MPQ_CHECK(in.good(), path, ": cannot open (", std::strerror(errno), ")");
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return sha256_hex(ss.str());
+  std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  MPQ_CHECK(!in.bad(), path, ": cannot read (", std::strerror(errno), ")");
+  return data;
 }
+
+void check_output_writable(const std::string& output_flag, const std::string& output) {
+  if (output.empty() || output == "-") return;
+  const std::filesystem::path path(output);
+  const std::string dir = path.has_parent_path() ? path.parent_path().string() : ".";
+  struct stat st {};
+  MPQ_CHECK(::stat(dir.c_str(), &st) == 0, output_flag, " ", output, ": the directory '", dir,
+            "' does not exist; create it first");
+  MPQ_CHECK(S_ISDIR(st.st_mode), output_flag, " ", output, ": '", dir, "' is not a directory");
+  struct stat target {};
+  if (::stat(output.c_str(), &target) == 0) {
+    MPQ_CHECK(!S_ISDIR(target.st_mode), output_flag, " ", output, ": is a directory; name a file");
+    if (!S_ISREG(target.st_mode)) return;  // a device or FIFO is written in place
+  }
+  MPQ_CHECK(::access(dir.c_str(), W_OK) == 0, output_flag, " ", output, ": the directory '", dir,
+            "' is not writable (", std::strerror(errno), ")");
+}
+
+std::string sha256_file(const std::string& path) { return sha256_hex(read_file(path)); }
 
 }  // namespace mpq::io

@@ -106,8 +106,8 @@ void save_indicators(const std::string& path, const Indicators& ind, bool module
   write_file_atomic(path, pickle::write(pickle::Value::dict(std::move(root))));
 }
 
-void check_indicators(const Indicators& ind, const std::vector<std::string>& layers, const std::vector<int>& bits,
-                      const std::string& source) {
+void check_indicators(const Indicators& ind, const std::vector<std::string>& layers, const std::vector<int>& wbits,
+                      const std::vector<int>& abits, const std::string& source) {
   const size_t n = std::min(ind.layer_names.size(), layers.size());
   MPQ_CHECK(ind.layer_names.size() <= layers.size(), source, ": has ", ind.layer_names.size(),
             " layers but the model has ", layers.size(), " searchable layers (indicators for another model?); extra layer '",
@@ -118,13 +118,14 @@ void check_indicators(const Indicators& ind, const std::vector<std::string>& lay
   for (size_t i = 0; i < n; ++i)
     MPQ_CHECK(ind.layer_names[i] == layers[i], source, ": searchable layer ", i, " is '", ind.layer_names[i],
               "' but the model's is '", layers[i], "' (indicators for another model?)");
-  for (size_t l = 0; l < layers.size(); ++l)
-    for (int b : bits) {
+  for (size_t l = 0; l < layers.size(); ++l) {
+    for (int b : wbits)
       MPQ_CHECK(ind.weight[l].count(b), source, ": layer '", layers[l], "' has no weight indicator for ", b,
-                " bits (pass candidates the file holds with --b)");
+                " bits (pass candidates the file holds with --b or --wbits)");
+    for (int b : abits)
       MPQ_CHECK(ind.act[l].count(b), source, ": layer '", layers[l], "' has no activation indicator for ", b,
-                " bits (pass candidates the file holds with --b)");
-    }
+                " bits (pass candidates the file holds with --b or --abits)");
+  }
 }
 
 }  // namespace mpq::io

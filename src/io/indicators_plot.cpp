@@ -4,6 +4,7 @@
 #include <string>
 
 #include "mpq/common/error.h"
+#include "mpq/common/text.h"
 #include "mpq/io/indicators.h"
 
 namespace mpq::io {
@@ -14,17 +15,6 @@ std::string num(double v) {
   char b[32];
   std::snprintf(b, sizeof b, "%.1f", v);
   return b;
-}
-
-std::string escape(const std::string& s) {
-  std::string o;
-  for (char c : s) {
-    if (c == '<') o += "&lt;";
-    else if (c == '>') o += "&gt;";
-    else if (c == '&') o += "&amp;";
-    else o += c;
-  }
-  return o;
 }
 
 }  // namespace
@@ -83,7 +73,7 @@ std::string indicators_svg(const Indicators& ind, std::vector<int> bits) {
   const double ly = top + 2 * panel_h + gap + 8;
   for (size_t l = 0; l < n; ++l)
     svg += "<text transform=\"translate(" + num(x(l) + 3) + "," + num(ly) + ") rotate(60)\">" +
-           escape(ind.layer_names[l]) + "</text>\n";
+           xml_escape(ind.layer_names[l]) + "</text>\n";
   return svg + "</svg>\n";
 }
 

@@ -2,6 +2,7 @@
 #include "search/coin.h"
 
 #include <Cbc_C_Interface.h>
+#include <Clp_C_Interface.h>
 
 #include <algorithm>
 #include <limits>
@@ -41,6 +42,11 @@ MipResult solve_mip(const LinearModel& m, const std::vector<double>& start, doub
   // Exact answers: no relative or absolute optimality tolerance beyond rounding.
   Cbc_setAllowableGap(cbc.get(), 1e-10);
   Cbc_setAllowableFractionGap(cbc.get(), 0.0);
+  // CBC 2.10.8's integer preprocessing returns a worse solution as
+  // "optimal" on some instances (two layers, one BitOPs row: see the
+  // search tests' brute-force comparison); the models mpq hands it are
+  // small or already reduced, so it goes.
+  Cbc_setParameter(cbc.get(), "preprocess", "off");
   if (!start.empty()) {
     MPQ_ASSERT(start.size() == static_cast<size_t>(m.num_cols()));
     std::vector<int> idx(start.size());
@@ -70,6 +76,30 @@ MipResult solve_mip(const LinearModel& m, const std::vector<double>& start, doub
     r.status = MipResult::Status::kError;
   }
   return r;
+}
+
+bool solve_lp(const LinearModel& m, std::vector<double>& duals, std::vector<double>* x) {
+  check_model(m);
+  Clp_Simplex* clp = Clp_newModel();
+  Clp_setLogLevel(clp, 0);
+  const auto starts = big_starts(m);
+  std::vector<double> row_lb = m.row_lb, row_ub = m.row_ub;
+  for (double& v : row_lb) v = std::max(v, -std::numeric_limits<double>::max());
+  for (double& v : row_ub) v = std::min(v, std::numeric_limits<double>::max());
+  Clp_loadProblem(clp, m.num_cols(), m.num_rows, starts.data(), m.rows.data(), m.vals.data(), m.col_lb.data(),
+                  m.col_ub.data(), m.obj.data(), row_lb.data(), row_ub.data());
+  Clp_dual(clp, 0);
+  const bool ok = Clp_status(clp) == 0;
+  if (ok) {
+    const double* y = Clp_getRowPrice(clp);
+    duals.assign(y, y + m.num_rows);
+    if (x != nullptr) {
+      const double* c = Clp_getColSolution(clp);
+      x->assign(c, c + m.num_cols());
+    }
+  }
+  Clp_deleteModel(clp);
+  return ok;
 }
 
 }  // namespace mpq::search

@@ -30,4 +30,9 @@ struct MipResult {
 // when given one equal to the MIP start's value.
 MipResult solve_mip(const LinearModel& m, const std::vector<double>& start, double time_limit_s);
 
+// Solves the LP relaxation (every column continuous) with CLP's dual
+// simplex; `duals` gets the row duals and `x` (when given) the columns.
+// False unless CLP proves an optimum.
+bool solve_lp(const LinearModel& m, std::vector<double>& duals, std::vector<double>* x = nullptr);
+
 }  // namespace mpq::search

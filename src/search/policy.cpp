@@ -6,90 +6,26 @@
 #include <sstream>
 
 #include "config/yaml_util.h"
+#include "search/doc.h"
 #include "mpq/common/error.h"
 
 namespace mpq::search {
 
 namespace {
 
-std::string quoted(const std::string& s) {
-  std::string out = "\"";
-  for (char c : s) {
-    if (c == '"' || c == '\\') out += '\\';
-    if (static_cast<unsigned char>(c) < 0x20) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\u%04x", c);
-      out += buf;
-      continue;
-    }
-    out += c;
-  }
-  return out + "\"";
+std::string ints(const std::vector<int>& xs) {
+  return list(xs, [](int b) { return std::to_string(b); });
 }
 
-std::string num(double v, const char* fmt = "%.10g") {
-  if (!std::isfinite(v)) return "null";
-  char buf[64];
-  std::snprintf(buf, sizeof buf, fmt, v);
-  return buf;
-}
-
-template <typename T, typename F>
-std::string list(const std::vector<T>& xs, F f) {
-  std::string s = "[";
-  for (size_t i = 0; i < xs.size(); ++i) s += (i ? ", " : "") + f(xs[i]);
-  return s + "]";
-}
-
-// A tiny ordered document: (key, scalar-or-flow text, children). Scalars are
-// written in a form valid in both YAML and JSON.
-struct Node {
-  std::string key, text;
-  std::vector<Node> kids;
-  Node& add(std::string k, std::string v) {
-    kids.push_back({std::move(k), std::move(v), {}});
-    return *this;
-  }
-  Node& map(std::string k) {
-    kids.push_back({std::move(k), "", {}});
-    return kids.back();
-  }
-};
-
-void emit_yaml(std::ostringstream& os, const Node& n, int indent) {
-  for (const auto& k : n.kids) {
-    os << std::string(indent, ' ') << k.key << ":";
-    if (k.kids.empty()) {
-      os << " " << k.text << "\n";
-    } else {
-      os << "\n";
-      emit_yaml(os, k, indent + 2);
-    }
-  }
-}
-
-void emit_json(std::ostringstream& os, const Node& n, int indent) {
-  os << "{\n";
-  for (size_t i = 0; i < n.kids.size(); ++i) {
-    const auto& k = n.kids[i];
-    os << std::string(indent + 2, ' ') << quoted(k.key) << ": ";
-    if (k.kids.empty()) os << k.text;
-    else emit_json(os, k, indent + 2);
-    os << (i + 1 < n.kids.size() ? ",\n" : "\n");
-  }
-  os << std::string(indent, ' ') << "}";
-}
-
-Node document(const Policy& p) {
-  MPQ_ASSERT(p.problem && p.result);
+// What every file of `mpq search` says about the problem it answers.
+void problem_header(Node& root, const Policy& p) {
   const SearchProblem& pr = *p.problem;
-  const SearchResult& r = *p.result;
   const auto& c = pr.constraints;
-  Node root;
   root.add("model", quoted(p.model));
   if (!p.geometry.empty()) root.add("geometry", quoted(p.geometry));
   root.map("indicators").add("path", quoted(p.indicators_path)).add("sha256", quoted(p.indicators_sha256));
-  root.add("candidates", list(pr.bits, [](int b) { return std::to_string(b); }));
+  if (pr.wbits == pr.abits) root.add("candidates", ints(pr.wbits));
+  else root.map("candidates").add("weight", ints(pr.wbits)).add("act", ints(pr.abits));
   root.add("alpha", num(pr.alpha));
   root.add("outlier_rule", p.outlier_rule ? "true" : "false");
   Node& cons = root.map("constraints");
@@ -98,9 +34,40 @@ Node document(const Policy& p) {
   if (c.ab > 0) cons.add("ab", num(c.ab));
   cons.add("cr", num(c.cr));
   cons.add("macs", pr.macs_count == MacsCount::kOriginal ? "\"original\"" : "\"exact\"");
+  if (!pr.cost_table.empty()) {
+    cons.add("cost_table", quoted(pr.cost_table));
+    if (!pr.cost_unit.empty()) cons.add("cost_unit", quoted(pr.cost_unit));
+  }
+  if (c.max_cost > 0) cons.add("max_cost", num(c.max_cost));
+  if (c.max_act_bytes > 0) cons.add("max_act_bytes", num(c.max_act_bytes, "%.0f"));
+  if (!pr.rules.empty()) {
+    std::vector<std::string> rules;
+    for (const auto& r : pr.rules) rules.push_back(r.text);
+    cons.add("rules", list(rules, quoted));
+  }
   root.add("layers", list(pr.names, quoted));
-  root.add("weight_bits", list(r.w_bits, [](int b) { return std::to_string(b); }));
-  root.add("act_bits", list(r.a_bits, [](int b) { return std::to_string(b); }));
+}
+
+void report_node(Node& o, const Report& rep) {
+  o.add("avg_weight_bits", num(rep.avg_weight_bits, "%.4f"))
+      .add("avg_act_bits", num(rep.avg_act_bits, "%.4f"))
+      .add("compression_ratio", num(rep.compression_ratio, "%.4f"))
+      .add("fp_size_mb", num(rep.fp_size_mb, "%.3f"))
+      .add("size_mb", num(rep.size_mb, "%.3f"))
+      .add("gbitops", num(rep.gbitops, "%.3f"));
+  if (rep.target_gbitops > 0) o.add("target_gbitops", num(rep.target_gbitops, "%.3f"));
+  if (rep.cost >= 0) o.add("cost", num(rep.cost, "%.8g"));
+  if (rep.peak_act_bytes >= 0)
+    o.add("peak_act_bytes", std::to_string(rep.peak_act_bytes)).add("peak_act_layer", quoted(rep.peak_act_layer));
+}
+
+Node document(const Policy& p) {
+  MPQ_ASSERT(p.problem && p.result);
+  const SearchResult& r = *p.result;
+  Node root;
+  problem_header(root, p);
+  root.add("weight_bits", ints(r.w_bits));
+  root.add("act_bits", ints(r.a_bits));
   Node& s = root.map("solver");
   s.add("method", quoted(p.method))
       .add("status", quoted(status_name(r.status)))
@@ -113,15 +80,50 @@ Node document(const Policy& p) {
       .add("pairs_within_gap", std::to_string(r.pairs_left))
       .add("search_nodes", std::to_string(r.dfs_nodes))
       .add("cbc_nodes", std::to_string(r.cbc_nodes));
-  const Report& rep = p.report;
-  Node& o = root.map("report");
-  o.add("avg_weight_bits", num(rep.avg_weight_bits, "%.4f"))
-      .add("avg_act_bits", num(rep.avg_act_bits, "%.4f"))
-      .add("compression_ratio", num(rep.compression_ratio, "%.4f"))
-      .add("fp_size_mb", num(rep.fp_size_mb, "%.3f"))
-      .add("size_mb", num(rep.size_mb, "%.3f"))
-      .add("gbitops", num(rep.gbitops, "%.3f"));
-  if (rep.target_gbitops > 0) o.add("target_gbitops", num(rep.target_gbitops, "%.3f"));
+  report_node(root.map("report"), p.report);
+  return root;
+}
+
+// One point of a sweep as a flow mapping.
+std::string point_text(const SweepPoint& pt, bool with_budget) {
+  Node n;
+  if (with_budget) n.add("budget", num(pt.budget, "%.6g"));
+  if (with_budget) n.add("status", quoted(status_name(pt.result.status)));
+  const bool solved = has_solution(pt.result.status);
+  if (solved) {
+    n.add("objective", num(pt.result.objective, "%.8f")).add("bound", num(pt.result.bound, "%.8f"));
+    if (with_budget) n.add("exact_from", num(pt.used, "%.6g"));
+    Node rep;
+    report_node(rep, pt.report);
+    for (const auto& k : rep.kids) n.kids.push_back(k);
+    n.add("weight_bits", ints(pt.result.w_bits)).add("act_bits", ints(pt.result.a_bits));
+  } else {
+    n.add("message", quoted(pt.result.message));
+    for (const auto& [flag, value] : pt.result.reachable) n.add("reachable_" + flag.substr(2), num(value, "%.6g"));
+  }
+  if (!pt.label.empty()) n.add("label", quoted(pt.label));
+  if (with_budget) n.add("time_ms", num(pt.result.seconds * 1e3, "%.3f"));
+  return flow(n);
+}
+
+Node sweep_document(const Policy& header, const Sweep& sw) {
+  Node root;
+  problem_header(root, header);
+  Node& s = root.map("sweep");
+  s.add("resource", quoted(sw.resource))
+      .add("unit", quoted(sw.resource == "bops" ? "average W x A bits" : "compression ratio"))
+      .add("from", num(sw.from))
+      .add("to", num(sw.to))
+      .add("points", std::to_string(sw.points.size()))
+      .add("optimal", std::to_string(sw.count(Status::kOptimal)))
+      .add("infeasible", std::to_string(sw.count(Status::kInfeasible)))
+      .add("time_s", num(sw.seconds, "%.6f"));
+  if (sw.chosen) root.seq("chosen", {point_text(*sw.chosen, true)});
+  std::vector<std::string> pts, uni;
+  for (const auto& pt : sw.points) pts.push_back(point_text(pt, true));
+  for (const auto& pt : sw.uniform) uni.push_back(point_text(pt, false));
+  root.seq("points", pts);
+  if (!uni.empty()) root.seq("uniform", uni);
   return root;
 }
 
@@ -137,6 +139,21 @@ std::string policy_yaml(const Policy& p) {
 std::string policy_json(const Policy& p) {
   std::ostringstream os;
   emit_json(os, document(p), 0);
+  os << "\n";
+  return os.str();
+}
+
+std::string sweep_yaml(const Policy& header, const Sweep& sw) {
+  std::ostringstream os;
+  os << "# mpq search --sweep: one exact search per budget; each point's optimum holds for every budget from\n"
+        "# exact_from to budget\n";
+  emit_yaml(os, sweep_document(header, sw), 0);
+  return os.str();
+}
+
+std::string sweep_json(const Policy& header, const Sweep& sw) {
+  std::ostringstream os;
+  emit_json(os, sweep_document(header, sw), 0);
   os << "\n";
   return os.str();
 }

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <tuple>
 
 #include <yaml-cpp/yaml.h>
 
@@ -266,4 +267,149 @@ TEST(Cli, ExecutableDoesNotLinkTorch) {
   const std::string dyn = mpq::test::read_all(dir.file("dyn"));
   EXPECT_NE(dyn.find("NEEDED"), std::string::npos);
   for (const char* lib : {"torch", "c10", "opencv"}) EXPECT_EQ(dyn.find(lib), std::string::npos) << dyn;
+}
+
+// ---- Sweeps, cost tables, activation memory and layer rules ----
+
+namespace {
+
+std::string paper_search() {
+  return "search --model resnet50 --i " + mpq::test::golden("importance_indicators_resnet50.pkl") + " --b 6 5 4 3 2";
+}
+
+// A latency-like table for ResNet-50's searchable layers, every pair of 6..2.
+std::string resnet50_cost_table(double* uniform44) {
+  const auto g = mpq::search::zoo_geometry("resnet50");
+  std::string t = "# made up: cost grows with MACs, even bit-widths cheaper\nlayer,w_bits,a_bits,cost,unit\n";
+  *uniform44 = 0;
+  for (const auto* l : g.searchable())
+    for (int w = 2; w <= 6; ++w)
+      for (int a = 2; a <= 6; ++a) {
+        const double c = static_cast<double>(l->macs) * 1e-8 * (0.3 + 0.05 * (w + a) + ((w % 2) || (a % 2) ? 0.1 : 0.0));
+        if (w == 4 && a == 4) *uniform44 += c;
+        char buf[64];
+        std::snprintf(buf, sizeof buf, "%.9g", c);
+        t += l->name + "," + std::to_string(w) + "," + std::to_string(a) + "," + buf + ",ms\n";
+      }
+  t += "conv1,8,8,1.5,ms\nfc,8,8,0.05,ms\n";
+  return t;
+}
+
+}  // namespace
+
+TEST(Cli, SweepWritesTheFrontAsYamlJsonCsvAndSvg) {
+  mpq::test::TempDir dir;
+  const Result r = mpq_run(paper_search() + " --wb 3 --ab 4 --bops --cr 12.2 --sweep bops=4:36 --points 12 -o " + dir.file("f.yaml") +
+                           " --csv " + dir.file("f.csv") + " --svg " + dir.file("f.svg"));
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(r.out.empty());
+  EXPECT_NE(r.err.find("info: search: swept bops from 4 to 36 in 12 points: "), std::string::npos)
+      << r.err;
+  const YAML::Node f = YAML::LoadFile(dir.file("f.yaml"));
+  ASSERT_EQ(f["points"].size(), 12u);
+  EXPECT_EQ(f["sweep"]["resource"].as<std::string>(), "bops");
+  EXPECT_EQ(f["chosen"][0]["budget"].as<double>(), 12);
+  // The chosen budget (--bops --wb 3 --ab 4 beside --cr 12.2) gives the paper's policy.
+  const YAML::Node ref = YAML::LoadFile(mpq::test::golden("search_paper_r50.json"));
+  EXPECT_EQ(f["chosen"][0]["weight_bits"].as<std::vector<int>>(), ref["weight_bits"].as<std::vector<int>>());
+  double last = 1e300;
+  for (const auto& pt : f["points"]) {
+    // Below the paper's --cr 12.2, the lowest BitOPs budgets cannot be met together with it.
+    if (pt["status"].as<std::string>() == "infeasible") continue;
+    EXPECT_EQ(pt["status"].as<std::string>(), "optimal");
+    EXPECT_EQ(pt["weight_bits"].size(), 52u);
+    EXPECT_LE(pt["exact_from"].as<double>(), pt["budget"].as<double>() + 1e-9);
+    EXPECT_LE(pt["objective"].as<double>(), last);
+    last = pt["objective"].as<double>();
+  }
+  EXPECT_EQ(f["uniform"].size(), 6u);  // W2A2..W6A6 and the chosen W3A4
+  const std::string csv = mpq::test::read_all(dir.file("f.csv"));
+  EXPECT_EQ(lines(csv), 1 + 12 + 1 + 6);
+  EXPECT_EQ(csv.rfind("kind,budget,status,objective,", 0), 0u);
+  const std::string svg = mpq::test::read_all(dir.file("f.svg"));
+  EXPECT_EQ(svg.rfind("<svg xmlns=\"http://www.w3.org/2000/svg\"", 0), 0u);
+  EXPECT_NE(svg.find("chosen budget"), std::string::npos);
+  const Result j = mpq_run(paper_search() + " --sweep cr=6:12 --points 5 --json");
+  ASSERT_EQ(j.code, 0) << j.err;
+  EXPECT_EQ(j.out.front(), '{');
+  EXPECT_EQ(YAML::Load(j.out)["points"].size(), 5u);
+}
+
+TEST(Cli, CostTableAndActivationBudgetsHoldInThePolicy) {
+  mpq::test::TempDir dir;
+  double uniform44 = 0;
+  mpq::test::write_all(dir.file("lat.csv"), resnet50_cost_table(&uniform44));
+  const double budget = 0.9 * uniform44 + 1.55;
+  const Result r = mpq_run(paper_search() + " --wb 3 --ab 4 --bops --cost-table " + dir.file("lat.csv") +
+                           " --max-cost " + std::to_string(budget) + " --max-act-mem 400K");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const YAML::Node pol = YAML::Load(r.out);
+  EXPECT_LE(pol["report"]["cost"].as<double>(), budget);
+  EXPECT_LE(pol["report"]["peak_act_bytes"].as<double>(), 400 * 1024);
+  EXPECT_EQ(pol["constraints"]["cost_unit"].as<std::string>(), "ms");
+  EXPECT_EQ(pol["constraints"]["max_act_bytes"].as<double>(), 409600);
+  EXPECT_NE(r.err.find("info: search: cost "), std::string::npos) << r.err;
+  // A cost budget below what the table reaches at all: exit 3, named.
+  const Result low = mpq_run(paper_search() + " --bops --wb 3 --ab 4 --cost-table " + dir.file("lat.csv") + " --max-cost 1");
+  EXPECT_EQ(low.code, 3);
+  EXPECT_NE(low.err.find("no bit assignment meets --max-cost 1 (the smallest total cost in"), std::string::npos) << low.err;
+  EXPECT_EQ(lines(low.err), 1);
+}
+
+TEST(Cli, RulesPinTieAndBoundTheBits) {
+  const Result r = mpq_run(paper_search() + " --wb 3 --ab 4 --bops --pin layer4.2.conv3=6/6 --min-bits 'layer1.*=4/*'"
+                           " --tie layer1.0.conv3,layer1.0.downsample.0 --same-wa 'layer2.*' --max-bits 'layer3.*=*/5'");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const YAML::Node pol = YAML::Load(r.out);
+  const auto names = pol["layers"].as<std::vector<std::string>>();
+  const auto w = pol["weight_bits"].as<std::vector<int>>(), a = pol["act_bits"].as<std::vector<int>>();
+  for (size_t l = 0; l < names.size(); ++l) {
+    SCOPED_TRACE(names[l]);
+    if (names[l] == "layer4.2.conv3") {
+      EXPECT_EQ(w[l], 6);
+      EXPECT_EQ(a[l], 6);
+    }
+    if (names[l].rfind("layer3.", 0) == 0) EXPECT_LE(a[l], 5);
+    if (names[l].rfind("layer1.", 0) == 0) EXPECT_GE(w[l], 4);
+    if (names[l].rfind("layer2.", 0) == 0) EXPECT_EQ(w[l], a[l]);
+  }
+  EXPECT_EQ(pol["constraints"]["rules"].size(), 5u);
+}
+
+TEST(Cli, BadSearchInputIsOneLineWithItsExitCodeAndLeavesNoFile) {
+  mpq::test::TempDir dir;
+  double unused = 0;
+  std::string table = resnet50_cost_table(&unused);
+  mpq::test::write_all(dir.file("dup.csv"), table + "layer1.0.conv1,4,4,1,ms\n");
+  mpq::test::write_all(dir.file("mixed.csv"), table + "fc,6,6,1,us\n");
+  mpq::test::write_all(dir.file("unknown.csv"), table + "layer5.0.conv1,4,4,1,ms\n");
+  const std::string out = dir.file("out.yaml");
+  for (const auto& [args, code, want] : std::vector<std::tuple<std::string, int, std::string>>{
+           {" --bops --wb 3 --ab 4 --pin layer4.2.conv9=6/6", 2, "'layer4.2.conv9' is no searchable layer"},
+           {" --bops --wb 3 --ab 4 --pin layer4.2.conv3=6/6 --max-bits layer4.2.conv3=4/4", 2, "they contradict each other"},
+           {" --bops --wb 3 --ab 4 --pin layer4.2.conv3=7/7", 2, "7 bits is not a weight candidate"},
+           {" --bops --wb 3 --ab 4 --cost-table " + dir.file("dup.csv") + " --max-cost 9", 2, "dup.csv:1305: a second row for layer 'layer1.0.conv1' at 4/4 bits (the first is on line 15)"},
+           {" --bops --wb 3 --ab 4 --cost-table " + dir.file("mixed.csv") + " --max-cost 9", 2, "unit 'us' differs from 'ms'"},
+           {" --bops --wb 3 --ab 4 --cost-table " + dir.file("unknown.csv") + " --max-cost 9", 2,
+            "layer 'layer5.0.conv1' is not a layer of resnet50"},
+           {" --bops --wb 3 --ab 4 --cost-table " + dir.file("dup.csv"), 2, "--cost-table: needs a budget on it"},
+           {" --sweep bops=36:4", 2, "the range is inverted"},
+           {" --sweep bops=1:36", 2, "beyond what the candidates reach"},
+           {" --sweep bops=4:36 --points 0", 2, "--points: 0 is out of range"},
+           {" --sweep bops=4:36 --svg " + dir.file("no/such/f.svg"), 2, "does not exist; create it first"},
+           {" --bops --wb 3 --ab 4 --csv " + dir.file("f.csv"), 2, "--csv: only with --sweep"},
+           {" --bops --wb 3 --ab 4 --max-act-mem 12parsecs", 2, "'12parsecs' is not a size"},
+           {" --bops --wb 3 --ab 4 --max-act-mem 100K", 3, "the 8-bit layer 'conv1' alone reads 150528 bytes"},
+           {" --wbits 6 4 --bops --wb 3 --ab 4", 2, "give the candidate bit-widths with --b (both), or with --wbits and --abits"},
+           {" --bops --wb 3 --ab 4 --gap 2", 2, "--gap: must be at least 0 and below 1"}}) {
+    SCOPED_TRACE(args);
+    const std::string cmd = args.find("--b ") == std::string::npos && args.find("--wbits") != std::string::npos
+                                ? "search --model resnet50 --i " + mpq::test::golden("importance_indicators_resnet50.pkl") + args
+                                : paper_search() + args;
+    const Result r = mpq_run(cmd + " -o " + out);
+    EXPECT_EQ(r.code, code) << r.err;
+    EXPECT_NE(r.err.find(want), std::string::npos) << r.err;
+    EXPECT_EQ(lines(r.err), 1) << r.err;
+    EXPECT_FALSE(std::filesystem::exists(out));
+  }
 }

@@ -7,6 +7,10 @@
 
 namespace mpq::io {
 
+// The whole file; InputError naming the path and the reason when it cannot
+// be opened or read (a directory, a permission, an I/O error).
+std::string read_file(const std::string& path);
+
 // Writes `data` to `path` without ever leaving a torn file: a regular file
 // (or a new one) is replaced atomically (temporary file beside it, fsync,
 // rename; the old file's permissions kept); a symlink is written through to
@@ -20,6 +24,11 @@ void write_file_atomic(const std::string& path, const std::string& data);
 // exist and outputs "-" pass.
 void check_output_is_not_an_input(const std::string& output_flag, const std::string& output,
                                   const std::vector<std::pair<std::string, std::string>>& inputs);
+
+// Refuses (InputError, exit 2) an output whose directory is missing or not
+// writable, before any work is done: commands that write several files
+// check them all first, so that none is left half a set. "-" passes.
+void check_output_writable(const std::string& output_flag, const std::string& output);
 
 // Lowercase hex SHA-256 of a file's bytes.
 std::string sha256_file(const std::string& path);

@@ -39,7 +39,8 @@ void save_indicators(const std::string& path, const Indicators& ind, bool module
 // Checks the file against a model's searchable layers (same names, same
 // order) and candidate bit-widths (present for every layer), naming the first
 // missing or extra layer or bit-width. `source` names the file in messages.
-void check_indicators(const Indicators& ind, const std::vector<std::string>& layers, const std::vector<int>& bits,
-                      const std::string& source);
+// `wbits` must be present among the weight scales, `abits` among the activation ones.
+void check_indicators(const Indicators& ind, const std::vector<std::string>& layers, const std::vector<int>& wbits,
+                      const std::vector<int>& abits, const std::string& source);
 
 }  // namespace mpq::io

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "mpq/search/search.h"
+#include "mpq/search/sweep.h"
 
 namespace mpq::search {
 
@@ -27,6 +28,11 @@ struct Policy {
 
 std::string policy_yaml(const Policy& p);
 std::string policy_json(const Policy& p);
+
+// A sweep's file: the problem as a policy file states it (`header.result`
+// unused), then every point, the chosen budget and the uniform policies.
+std::string sweep_yaml(const Policy& header, const Sweep& sw);
+std::string sweep_json(const Policy& header, const Sweep& sw);
 
 // A policy file read back: the model, layer names and bit-widths.
 struct PolicyBits {
