@@ -63,10 +63,6 @@ SearchProblem at_budget(const SearchProblem& base, const std::string& resource, 
 
 }  // namespace
 
-int Sweep::count(Status s) const {
-  return static_cast<int>(std::count_if(points.begin(), points.end(), [s](const SweepPoint& p) { return p.result.status == s; }));
-}
-
 SweepSpec parse_sweep(const std::string& value, int points) {
   SweepSpec s;
   const size_t eq = value.find('='), colon = value.find(':');

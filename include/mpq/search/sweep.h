@@ -37,7 +37,11 @@ struct Sweep {
   std::vector<SweepPoint> uniform;  // every allowed uniform W = A policy (and the chosen budget's pair)
   std::optional<SweepPoint> chosen; // the budget given with --bops/--wb/--ab (or --cr), solved as given
   double seconds = 0;               // all the points' solves together
-  int count(Status s) const;
+  int count(Status s) const {
+    int n = 0;
+    for (const auto& p : points) n += p.result.status == s;
+    return n;
+  }
 };
 
 // The range the candidates (and the layer rules) reach in the sweep's unit.
