@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "cli/commands.h"
+#include "mpq/io/file_util.h"
 
 namespace mpq::cli {
 
@@ -27,6 +28,8 @@ Command setup_extract(CLI::App& app) {
                   "input height and width for the geometry file (default 224; resnet20: 32)")
       ->check(CLI::Range(1, 4096));
   return {sub, [a] {
+            // Before the plugin loads: the indicator file and the plot and geometry beside it go there.
+            io::check_output_writable("-o", a->output);
             mpq_torch_request req{};
             req.command = "extract";
             req.extract = {a->checkpoint.c_str(), a->output.c_str(), static_cast<int>(a->bits.size()),

@@ -28,6 +28,7 @@ struct SearchArgs {
   std::string cost_table, max_act_mem, sweep, csv, svg;
   int points = 50;
   std::vector<std::string> pins, min_bits, max_bits, same_wa, ties;
+  const CLI::Option *points_opt = nullptr, *wb_opt = nullptr, *ab_opt = nullptr, *gap_opt = nullptr;
 };
 
 // "512K", "1.5MiB", "200000": bytes (K/M/G are powers of 1024, KB/MB/GB of 1000).
@@ -69,6 +70,11 @@ void run_search(const SearchArgs& a) {
             ? "--max-cost: needs the cost table it bounds (--cost-table FILE)"
             : "--cost-table: needs a budget on it (--max-cost X, in the table's unit)");
   MPQ_CHECK(a.csv.empty() || a.csv != a.svg, "--csv and --svg name the same file");
+  MPQ_CHECK(a.bops || (a.wb_opt->count() == 0 && a.ab_opt->count() == 0),
+            "--wb/--ab: set the BitOPs budget only with --bops (add --bops, or drop them)");
+  MPQ_CHECK(!a.sweep.empty() || a.points_opt->count() == 0, "--points: only with --sweep");
+  MPQ_CHECK(a.solver != "cbc" || a.gap_opt->count() == 0,
+            "--gap: only with the exact solver (--solver cbc proves the optimum or stops at --time-limit)");
   if (a.sweep.empty())
     MPQ_CHECK(a.csv.empty() && a.svg.empty(), a.csv.empty() ? "--svg" : "--csv", ": only with --sweep");
   const std::vector<std::pair<std::string, std::string>> inputs = {
@@ -199,8 +205,8 @@ Command setup_search(CLI::App& app) {
   sub->add_option("--b,--bits", a->bits, "candidate bit-widths for weights and activations, distinct, 2..16 (e.g. 6 5 4 3 2)");
   sub->add_option("--wbits", a->wbits, "weight candidates, when they differ from --b");
   sub->add_option("--abits", a->abits, "activation candidates, when they differ from --b");
-  sub->add_option("--wb", a->wb, "uniform weight bits that set the BitOPs budget");
-  sub->add_option("--ab", a->ab, "uniform activation bits that set the BitOPs budget");
+  a->wb_opt = sub->add_option("--wb", a->wb, "uniform weight bits that set the BitOPs budget (with --bops)");
+  a->ab_opt = sub->add_option("--ab", a->ab, "uniform activation bits that set the BitOPs budget (with --bops)");
   sub->add_option("--cr", a->cr, "minimum compression ratio against 32-bit weights; 0 disables (default 0)");
   sub->add_flag("--bops", a->bops, "constrain BitOPs to those of uniform --wb/--ab");
   sub->add_option("--cost-table", a->cost_table,
@@ -216,12 +222,12 @@ Command setup_search(CLI::App& app) {
   sub->add_option("--tie", a->ties, "these layers take one (W, A) pair: L1,L2,... (repeatable)");
   sub->add_option("--sweep", a->sweep,
                   "solve a range of one budget: bops=FROM:TO (average W x A bits) or cr=FROM:TO; writes every point");
-  sub->add_option("--points", a->points, "points of --sweep (default 50)");
+  a->points_opt = sub->add_option("--points", a->points, "points of --sweep (default 50)");
   sub->add_option("--csv", a->csv, "with --sweep: also write a CSV table of the points here");
   sub->add_option("--svg", a->svg, "with --sweep: also draw the objective against GBitOPs (or size) here");
   sub->add_option("--alpha", a->alpha, "weight of the weight indicators in the objective (default 2)");
   sub->add_option("--time-limit", a->time_limit_s, "solver time limit in seconds (default 60)");
-  sub->add_option("--gap", a->relative_gap,
+  a->gap_opt = sub->add_option("--gap", a->relative_gap,
                   "stop once the policy is proven within this relative gap of the optimum (default 0: prove it optimal)");
   sub->add_option("--solver", a->solver, "exact (default: pruning, Lagrangian bound, exact depth-first search) or cbc (the plain formulation)")
       ->check(CLI::IsMember({"exact", "cbc"}));

@@ -161,6 +161,8 @@ std::string sweep_json(const Policy& header, const Sweep& sw) {
 PolicyBits load_policy(const std::string& path) {
   const YAML::Node root = config::load_yaml_file(path);
   MPQ_CHECK(root.IsMap(), path, ": not a policy file (expected a mapping written by `mpq search`)");
+  MPQ_CHECK(!root["sweep"], path, ": a sweep of many policies, not one; run `mpq search` at the budget you chose "
+            "(a point's `budget`) for its policy file");
   PolicyBits p;
   if (root["model"]) p.model = config::as_string(path, root["model"], "model");
   auto read_list = [&](const char* key, auto conv) {

@@ -323,6 +323,13 @@ std::string sweep_svg(const SearchProblem& p, const Sweep& sw, const std::string
                         X(x_of(in_unit(p, sw.resource, sw.chosen->result.w_bits, sw.chosen->result.a_bits))),
                         Y(sw.chosen->result.objective));
   }
+  // Uniform policies that take an erased outlier (objective 1e8 or more) are off the scale: say which.
+  std::string off;
+  for (const auto& pt : sw.uniform)
+    if (pt.result.objective >= kOutlierCost) off += (off.empty() ? "" : ", ") + pt.label;
+  if (!off.empty())
+    os << fmt::format("<text x=\"{}\" y=\"{}\" fill=\"#d62728\" font-size=\"11\">off the scale (a layer's candidate "
+                      "there is an outlier the rule erased): {}</text>\n", L, H - 4, xml_escape(off));
   // Legend.
   const double lx = W - R - 250, ly = T + 12;
   os << fmt::format("<line x1=\"{}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"#1f77b4\" stroke-width=\"2.5\"/>"

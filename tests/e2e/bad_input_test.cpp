@@ -254,8 +254,9 @@ TEST_F(BadInput, EveryCaseExitsCleanlyInOneLineAndChangesNoFile) {
       {"output", "search --model resnet20" + r20 + " -o " + ind, 2, "is the same file as --i"},
       {"output", "search --model resnet20" + r20 + " -o " + p("ind_link.pkl"), 2, "is the same file as --i"},
       {"output", s20 + " -o " + geo, 2, "is the same file as --geometry"},
-      {"output", "search --model resnet20" + r20 + " -o " + p("missing_dir/pol.yaml"), 1, "cannot write"},
-      {"output", "search --model resnet20" + r20 + " -o " + p("empty_dir"), 1, "is a directory"},
+      {"output", "search --model resnet20" + r20 + " -o " + p("missing_dir/pol.yaml"), 2, "does not exist; create it first"},
+      {"output", "search --model resnet20" + r20 + " -o " + p("empty_dir"), 2, "is a directory; name a file"},
+      {"output", "extract " + pre + " -o " + p("missing_dir/x.pkl"), 2, "does not exist; create it first"},
       {"output", "extract " + pre + " -o " + pre, 2, "is the same file as the checkpoint"},
       {"output", "extract " + p("ck.svg") + " -o " + p("ck.pkl"), 2, "is the same file as the checkpoint"},
       // --- geometry files

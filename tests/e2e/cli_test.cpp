@@ -401,7 +401,10 @@ TEST(Cli, BadSearchInputIsOneLineWithItsExitCodeAndLeavesNoFile) {
            {" --bops --wb 3 --ab 4 --max-act-mem 12parsecs", 2, "'12parsecs' is not a size"},
            {" --bops --wb 3 --ab 4 --max-act-mem 100K", 3, "the 8-bit layer 'conv1' alone reads 150528 bytes"},
            {" --wbits 6 4 --bops --wb 3 --ab 4", 2, "give the candidate bit-widths with --b (both), or with --wbits and --abits"},
-           {" --bops --wb 3 --ab 4 --gap 2", 2, "--gap: must be at least 0 and below 1"}}) {
+           {" --bops --wb 3 --ab 4 --gap 2", 2, "--gap: must be at least 0 and below 1"},
+           {" --bops --wb 3 --ab 4 --gap 0.01 --solver cbc", 2, "--gap: only with the exact solver"},
+           {" --cr 12 --wb 3 --ab 4", 2, "--wb/--ab: set the BitOPs budget only with --bops"},
+           {" --cr 12 --points 7", 2, "--points: only with --sweep"}}) {
     SCOPED_TRACE(args);
     const std::string cmd = args.find("--b ") == std::string::npos && args.find("--wbits") != std::string::npos
                                 ? "search --model resnet50 --i " + mpq::test::golden("importance_indicators_resnet50.pkl") + args
