@@ -43,9 +43,8 @@ class LagrangianDfs {
   };
 
  public:
-  LagrangianDfs(const PairTable& t, const Lagrangian& lag, std::chrono::steady_clock::time_point deadline,
-                int64_t node_limit)
-      : t_(t), lag_(lag), deadline_(deadline), node_limit_(node_limit) {
+  LagrangianDfs(const PairTable& t, const Lagrangian& lag, std::chrono::steady_clock::time_point deadline)
+      : t_(t), lag_(lag), deadline_(deadline) {
     int n = 0;
     for (int k = 0; k < kResources; ++k)
       if (t.active(k)) {
@@ -61,7 +60,13 @@ class LagrangianDfs {
   // Improves (best_pick, best_cost) in place. Returns true when the search
   // completed (the result is optimal), false at the node limit or deadline.
   // `cutoff` below best_cost searches only for solutions cheaper than it.
-  bool run(std::vector<int>& best_pick, double& best_cost, double cutoff) {
+  // One object serves every run of a search: its buffers are reused.
+  bool run(std::vector<int>& best_pick, double& best_cost, double cutoff, int64_t node_limit) {
+    node_limit_ = node_limit;
+    nodes_ = choices_count_ = 0;
+    found_ = false;
+    base_d_ = base_c_ = 0;
+    free_.clear();
     best_pick_ = best_pick;
     best_cost_ = std::min(best_cost, cutoff);
     tol_ = 1e-10 * std::max(1.0, std::abs(best_cost));
@@ -70,7 +75,9 @@ class LagrangianDfs {
     // Allowed choices: d below the gap. An item with one is fixed.
     const size_t L = t_.layers.size();
     pick_.assign(L, -1);
-    std::vector<std::vector<Choice>> choices(L);
+    auto& choices = scratch_;
+    choices.resize(L);
+    for (auto& c : choices) c.clear();
     base_r_.fill(0.0);
     for (size_t l = 0; l < L; ++l) {
       for (int k = 0; k < static_cast<int>(t_.layers[l].size()); ++k) {
@@ -109,7 +116,7 @@ class LagrangianDfs {
     std::stable_sort(free_.begin(), free_.end(), [&](int a, int b) { return range(a) > range(b); });
     const size_t F = free_.size();
     choices_.resize(F);
-    for (size_t i = 0; i < F; ++i) choices_[i] = std::move(choices[free_[i]]);
+    for (size_t i = 0; i < F; ++i) choices_[i].swap(choices[free_[i]]);
     // Over each suffix of items: the least and largest amounts, the d = 0
     // choices' amounts, and the cheapest price (d per unit) of moving each
     // resource up or down from them.
@@ -158,6 +165,7 @@ class LagrangianDfs {
     std::vector<double> rate, amount, cost;  // sorted by rate; amount and cost cumulative
     double cost_of(double x, double rest) const {
       if (x <= 0) return 0;
+      if (!amount.empty() && x <= amount[0]) return x * std::min(rate[0], rest);  // within the cheapest move
       const size_t j = std::lower_bound(amount.begin(), amount.end(), x) - amount.begin();
       if (j == amount.size()) return (amount.empty() ? 0.0 : cost.back()) + (x - (amount.empty() ? 0.0 : amount.back())) * rest;
       const double before_amt = j ? amount[j - 1] : 0.0, before_cost = j ? cost[j - 1] : 0.0;
@@ -178,8 +186,11 @@ class LagrangianDfs {
     for (const auto& cs : choices_) moves += cs.size() - 1;
     stride_ = std::max<size_t>(1, (F * moves) / 4'000'000 + 1);
     const size_t n = F / stride_ + 1;
-    up_fill_.assign(n, {});
-    dn_fill_.assign(n, {});
+    up_fill_.resize(n);
+    dn_fill_.resize(n);
+    for (auto* fills : {&up_fill_, &dn_fill_})
+      for (auto& per_resource : *fills)
+        for (Fill& f : per_resource) f.rate.clear(), f.amount.clear(), f.cost.clear();
     for (int k = 0; k < R; ++k) {
       std::vector<std::pair<double, double>> up, dn, fresh_up, fresh_dn, merged;
       for (size_t cp = n; cp-- > 0;) {
@@ -283,12 +294,12 @@ class LagrangianDfs {
   const PairTable& t_;
   const Lagrangian& lag_;
   std::chrono::steady_clock::time_point deadline_;
-  int64_t node_limit_;
+  int64_t node_limit_ = 0;
   std::array<int, R> res_{};  // the active resources
   V mu_{}, cap_{};
   double lagrangian_ = 0, tol_ = 0;
   std::vector<int> free_, pick_, best_pick_;
-  std::vector<std::vector<Choice>> choices_;
+  std::vector<std::vector<Choice>> choices_, scratch_;
   std::vector<V> suf_min_, suf_max_, suf0_, up_, dn_;
   std::vector<std::array<Fill, R>> up_fill_, dn_fill_;
   std::vector<std::pair<double, double>> hull_, pts_;
@@ -298,26 +309,6 @@ class LagrangianDfs {
   int64_t nodes_ = 0, choices_count_ = 0;
   bool found_ = false;  // a leaf improved on the incumbent
 };
-
-// One run of the search for the table's number of active resources.
-bool run_dfs(const PairTable& t, const Lagrangian& lag, std::chrono::steady_clock::time_point deadline,
-             int64_t node_limit, std::vector<int>& best_pick, double& best_cost, double cutoff, int64_t& nodes,
-             int64_t& choices) {
-  int n = 0;
-  for (int k = 0; k < kResources; ++k) n += t.active(k);
-  auto go = [&](auto dfs) {
-    const bool done = dfs.run(best_pick, best_cost, cutoff);
-    nodes += dfs.nodes();
-    choices = dfs.choices();
-    return done;
-  };
-  switch (n) {
-    case 0: return go(LagrangianDfs<0>(t, lag, deadline, node_limit));
-    case 1: return go(LagrangianDfs<1>(t, lag, deadline, node_limit));
-    case 2: return go(LagrangianDfs<2>(t, lag, deadline, node_limit));
-    default: return go(LagrangianDfs<3>(t, lag, deadline, node_limit));
-  }
-}
 
 // Evaluates the Lagrangian at prices mu: its value and the supergradient
 // (resources of the per-item minimisers minus the capacities).
@@ -583,9 +574,13 @@ Lagrangian lagrangian_prices(const PairTable& t, std::chrono::steady_clock::time
   return lag;
 }
 
-bool lagrangian_dfs(const PairTable& t, const Lagrangian& lag, std::chrono::steady_clock::time_point deadline,
-                    int64_t node_limit, double rel_gap, std::vector<int>& best_pick, double& best_cost,
-                    double& proven, int64_t& nodes, int64_t& choices) {
+namespace {
+
+template <int R>
+bool widening_search(const PairTable& t, const Lagrangian& lag, std::chrono::steady_clock::time_point deadline,
+                     int64_t node_limit, double rel_gap, std::vector<int>& best_pick, double& best_cost,
+                     double& proven, int64_t& nodes, int64_t& choices) {
+  LagrangianDfs<R> dfs(t, lag, deadline);
   // The tree grows steeply with the gap, and the optimum usually lies far
   // closer to the bound than the incumbent does. So search first below a
   // small cutoff over the bound, widening it while nothing is found under it
@@ -605,8 +600,9 @@ bool lagrangian_dfs(const PairTable& t, const Lagrangian& lag, std::chrono::stea
     const double before = best_cost;
     const double cutoff = widen > 0 ? lag.bound + widen : best_cost;
     const int64_t start = nodes;
-    const bool done =
-        run_dfs(t, lag, deadline, std::min(budget, node_limit - nodes), best_pick, best_cost, cutoff, nodes, choices);
+    const bool done = dfs.run(best_pick, best_cost, cutoff, std::min(budget, node_limit - nodes));
+    nodes += dfs.nodes();
+    choices = dfs.choices();
     spdlog::trace("search: run below {:.8f}: {} nodes, {}, best {:.8f}", cutoff, nodes - start, done ? "done" : "stopped",
                   best_cost);
     if (done && (cutoff >= before || best_cost < before)) {
@@ -629,6 +625,21 @@ bool lagrangian_dfs(const PairTable& t, const Lagrangian& lag, std::chrono::stea
       continue;
     }
     if (best_cost >= before) budget *= 4;
+  }
+}
+
+}  // namespace
+
+bool lagrangian_dfs(const PairTable& t, const Lagrangian& lag, std::chrono::steady_clock::time_point deadline,
+                    int64_t node_limit, double rel_gap, std::vector<int>& best_pick, double& best_cost,
+                    double& proven, int64_t& nodes, int64_t& choices) {
+  int n = 0;
+  for (int k = 0; k < kResources; ++k) n += t.active(k);
+  switch (n) {
+    case 0: return widening_search<0>(t, lag, deadline, node_limit, rel_gap, best_pick, best_cost, proven, nodes, choices);
+    case 1: return widening_search<1>(t, lag, deadline, node_limit, rel_gap, best_pick, best_cost, proven, nodes, choices);
+    case 2: return widening_search<2>(t, lag, deadline, node_limit, rel_gap, best_pick, best_cost, proven, nodes, choices);
+    default: return widening_search<3>(t, lag, deadline, node_limit, rel_gap, best_pick, best_cost, proven, nodes, choices);
   }
 }
 
