@@ -550,7 +550,7 @@ Lagrangian lagrangian_prices(const PairTable& t, std::chrono::steady_clock::time
           total += std::abs(q.r[res[1]]);
         }
       const int k = res[1];
-      constexpr int kIters = 16;
+      constexpr int kIters = 12;
       mu[k] = bisect_price(
           [&](double v) {
             Amounts m{};
@@ -624,7 +624,7 @@ bool widening_search(const PairTable& t, const Lagrangian& lag, std::chrono::ste
       if (lag.bound + widen >= best_cost) widen = 0;
       continue;
     }
-    if (best_cost >= before) budget *= 4;
+    budget *= best_cost >= before ? 4 : 2;
   }
 }
 
