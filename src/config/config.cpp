@@ -5,6 +5,7 @@
 
 #include "config/yaml_util.h"
 #include "mpq/common/error.h"
+#include "mpq/search/geometry.h"
 
 namespace mpq::config {
 
@@ -71,15 +72,37 @@ class Reader {
   std::string path_;
 };
 
-void read_quantizer(const Reader& r, QuantizerConfig& q) {
+// quan.act / quan.weight: mpq's quantizers are LSQ, one scale per tensor,
+// activations unsigned (after a ReLU) and weights signed asymmetric, as the
+// original's defaults; other modes are refused, and `bit`, the original's
+// placeholder, changes nothing (the candidates or the policy set the bits).
+void read_quantizer(const Reader& r, QuantizerConfig& q, bool act, std::vector<std::string>& notices) {
   r.known({"mode", "bit", "per_channel", "symmetric", "all_positive"});
   r.get("mode", q.mode);
   MPQ_CHECK(q.mode == "lsq", r.key("mode"), ": only 'lsq' is supported (got '", q.mode, "')");
+  const int placeholder = q.bit;
   r.get("bit", q.bit, 2, 32);
+  if (q.bit != placeholder)
+    notices.push_back(r.key("bit") + ": ignored because the bits come from target_bits (pretrain) or the policy, "
+                      "weight_bits and act_bits (finetune), as in the original");
   r.get("per_channel", q.per_channel);
   MPQ_CHECK(!q.per_channel, r.key("per_channel"), ": per-channel scales are not supported (mpq learns one scale per tensor); set it to false");
   r.get("symmetric", q.symmetric);
+  MPQ_CHECK(!q.symmetric, r.key("symmetric"), ": true is not supported: ",
+            act ? "activations are quantized unsigned, [0, 2^b - 1]"
+                : "weights are quantized signed asymmetric, [-2^(b-1), 2^(b-1) - 1], the original's default",
+            "; set it to false");
   r.get("all_positive", q.all_positive);
+  MPQ_CHECK(q.all_positive == act, r.key("all_positive"), ": ", act ? "false" : "true", " is not supported: ",
+            act ? "every quantized activation follows a ReLU and is quantized unsigned; set it to true"
+                : "weights are signed; set it to false");
+}
+
+// The BatchNorm that follows a zoo model's first conv: conv1 -> bn1, X.0 -> X.1.
+std::string bn_of(const std::string& conv) {
+  if (conv.size() > 2 && conv.compare(conv.size() - 2, 2, ".0") == 0) return conv.substr(0, conv.size() - 1) + "1";
+  if (conv.rfind("conv", 0) == 0) return "bn" + conv.substr(4);
+  return "";
 }
 
 // Applies "a.b.c=value" to the document; value in YAML syntax.
@@ -146,7 +169,13 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
     d.get("batch_size", dl.batch_size, 1, 1 << 20);
     d.get("workers", dl.workers, 0, 256);
     d.get("deterministic", dl.deterministic);
+    if (!dl.deterministic)
+      c.notices.push_back(d.key("deterministic") + ": false is ignored because mpq's data order, split and "
+                          "augmentation are always seeded by `seed` and repeatable");
     d.get("serialized", dl.serialized);
+    if (dl.serialized)
+      c.notices.push_back(d.key("serialized") + ": ignored because mpq's loaders decode in `workers` threads of "
+                          "one process (there is nothing to serialize)");
     d.get("val_split", dl.val_split, 0.0, 1.0, /*hi_open=*/true);
     d.get("fraction", dl.fraction, 0.0, 1.0);
     MPQ_CHECK(dl.fraction > 0, where(path, d.at("fraction")), ": dataloader.fraction must be in (0, 1] (got ",
@@ -158,6 +187,8 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
     rs.known({"path", "lean"});
     rs.get("path", c.resume_path);
     rs.get("lean", c.resume_lean);
+    MPQ_CHECK(!c.resume_lean, where(path, rs.at("lean")), ": resume.lean: true (start over at epoch 0 from a "
+              "checkpoint's weights) is not supported; give the checkpoint as pre_trained instead");
   }
   {
     const Reader lg = r.child("log");
@@ -167,6 +198,8 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
   }
   r.get("arch", c.arch);
   r.get("freeze_weights", c.freeze_weights);
+  MPQ_CHECK(!c.freeze_weights, where(path, r.at("freeze_weights")), ": freeze_weights: true (train only the "
+            "quantizer scales and BatchNorm) is not supported yet; set it to false");
   {
     // pre_trained: a path; the original's `True` meant "download torchvision's weights", which needs a path here.
     const YAML::Node n = r.at("pre_trained");
@@ -181,16 +214,31 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
   {
     const Reader q = r.child("quan");
     q.known({"act", "weight", "excepts"});
-    read_quantizer(q.child("act"), c.quan_act);
-    read_quantizer(q.child("weight"), c.quan_weight);
+    read_quantizer(q.child("act"), c.quan_act, true, c.notices);
+    read_quantizer(q.child("weight"), c.quan_weight, false, c.notices);
+    // Excepted layers: the first conv (its input, the image, is not
+    // quantized; W8), its BatchNorm and the fc (W8A8). The original's
+    // configs list them with empty bits.
+    std::string first, fc;
+    const auto& zoo = search::zoo_models();
+    if (std::find(zoo.begin(), zoo.end(), c.arch) != zoo.end()) {
+      const auto g = search::zoo_geometry(c.arch);
+      for (const auto& l : g.layers)
+        if (!l.searchable) (l.type == "linear" ? fc : first) = l.name;
+    }
     const Reader ex = q.child("excepts");
     if (ex.node().IsMap())
       for (const auto& kv : ex.node()) {
-        const std::string layer = kv.first.Scalar();
+        std::string layer = kv.first.Scalar();
         MPQ_CHECK(kv.second.IsNull() || kv.second.IsMap(), where(path, kv.second), ": quan.excepts.", layer,
                   " must be a mapping");
         const Reader e(path, kv.second.IsNull() ? YAML::Node() : kv.second, ex.key(layer.c_str()));
         e.known({"act", "weight"});
+        const std::string name = layer.rfind("module.", 0) == 0 ? layer.substr(7) : layer;
+        const bool is_first = name == first, is_bn = !first.empty() && name == bn_of(first), is_fc = name == fc;
+        MPQ_CHECK(first.empty() || is_first || is_bn || is_fc, where(path, kv.first), ": quan.excepts.", layer,
+                  ": mpq keeps exactly the first conv (", first, "), its BatchNorm (", bn_of(first), ") and the fc (",
+                  fc, ") out of the search, at 8 bits; other layers are searched (pin one with `mpq search --pin`)");
         ExceptConfig x;
         const Reader a = e.child("act"), w = e.child("weight");
         a.known({"bit", "all_positive"});
@@ -209,6 +257,22 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
           w.get("bit", bit, 2, 32);
           x.weight_bit = bit;
         }
+        const std::string at = where(path, kv.first) + ": quan.excepts." + layer;
+        if (is_bn) {
+          if (x.act_bit || x.weight_bit || x.act_all_positive)
+            c.notices.push_back(at + ": ignored because a BatchNorm has no quantizer");
+        } else if (is_first || is_fc) {
+          MPQ_CHECK(!x.weight_bit || *x.weight_bit == 8, at, ".weight.bit: ", x.weight_bit.value_or(0),
+                    " is not supported: mpq keeps the excepted layers' weights at 8 bits; leave it empty or 8");
+          if (is_fc) {
+            MPQ_CHECK(!x.act_bit || *x.act_bit == 8, at, ".act.bit: ", x.act_bit.value_or(0),
+                      " is not supported: the fc's input is quantized at 8 bits; leave it empty or 8");
+            MPQ_CHECK(!x.act_all_positive || *x.act_all_positive, at,
+                      ".act.all_positive: false is not supported: the fc's input follows a ReLU and is unsigned");
+          } else if (x.act_bit || (x.act_all_positive && *x.act_all_positive)) {
+            c.notices.push_back(at + ".act: ignored because the first conv's input, the image, is not quantized");
+          }
+        }
         c.excepts[layer] = x;
       }
   }
@@ -225,10 +289,22 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
   r.get("sched", c.sched);
   MPQ_CHECK(c.sched == "cosine", "sched: only 'cosine' is supported (got '", c.sched, "')");
   r.get("min_lr", c.min_lr, 0.0, 1e3);
-  r.get("decay_rate", c.decay_rate, 0.0, 1.0);
+  {
+    const double d0 = c.decay_rate;
+    r.get("decay_rate", c.decay_rate, 0.0, 1.0);
+    if (c.decay_rate != d0)
+      c.notices.push_back("decay_rate: ignored because sched is cosine (the only schedule), which it does not "
+                          "shape; in the original's scheduler it changes nothing under cosine either");
+  }
   r.get("warmup_epochs", c.warmup_epochs, 0, 100000);
   r.get("warmup_lr", c.warmup_lr, 0.0, 1e3);
-  r.get("decay_epochs", c.decay_epochs, 0, 100000);
+  {
+    const int d0 = c.decay_epochs;
+    r.get("decay_epochs", c.decay_epochs, 0, 100000);
+    if (c.decay_epochs != d0)
+      c.notices.push_back("decay_epochs: ignored because sched is cosine (the only schedule), which it does not "
+                          "shape; in the original's scheduler it changes nothing under cosine either");
+  }
   r.get("cooldown_epochs", c.cooldown_epochs, 0, 100000);
   r.get("val_cycle", c.val_cycle, 1, 100000);
   r.get("seed", c.seed, 0, 1 << 30);
@@ -268,6 +344,7 @@ std::string to_yaml(const Config& c) {
   e << YAML::Key << "policy" << YAML::Value << c.policy;
   e << YAML::Key << "output_dir" << YAML::Value << c.output_dir;
   e << YAML::Key << "training_device" << YAML::Value << c.training_device;
+  e << YAML::Key << "gpu" << YAML::Value << c.gpu;
   e << YAML::Key << "dataloader" << YAML::Value << YAML::BeginMap;
   e << YAML::Key << "dataset" << YAML::Value << c.dataloader.dataset;
   e << YAML::Key << "num_classes" << YAML::Value << c.dataloader.num_classes;
@@ -278,10 +355,34 @@ std::string to_yaml(const Config& c) {
   e << YAML::Key << "val_split" << YAML::Value << c.dataloader.val_split;
   e << YAML::Key << "fraction" << YAML::Value << c.dataloader.fraction;
   e << YAML::Key << "strict" << YAML::Value << c.dataloader.strict;
+  e << YAML::Key << "serialized" << YAML::Value << c.dataloader.serialized;
   e << YAML::EndMap;
   e << YAML::Key << "resume" << YAML::Value << YAML::BeginMap << YAML::Key << "path" << YAML::Value << c.resume_path
-    << YAML::EndMap;
+    << YAML::Key << "lean" << YAML::Value << c.resume_lean << YAML::EndMap;
+  e << YAML::Key << "log" << YAML::Value << YAML::BeginMap << YAML::Key << "num_best_scores" << YAML::Value
+    << c.num_best_scores << YAML::Key << "print_freq" << YAML::Value << c.print_freq << YAML::EndMap;
   e << YAML::Key << "arch" << YAML::Value << c.arch;
+  e << YAML::Key << "freeze_weights" << YAML::Value << c.freeze_weights;
+  // The quantizers as resolved; `bit` (a placeholder the bits do not come from) is left out.
+  auto quantizer = [&](const char* k, const QuantizerConfig& q) {
+    e << YAML::Key << k << YAML::Value << YAML::BeginMap << YAML::Key << "mode" << YAML::Value << q.mode
+      << YAML::Key << "per_channel" << YAML::Value << q.per_channel << YAML::Key << "symmetric" << YAML::Value
+      << q.symmetric << YAML::Key << "all_positive" << YAML::Value << q.all_positive << YAML::EndMap;
+  };
+  e << YAML::Key << "quan" << YAML::Value << YAML::BeginMap;
+  quantizer("act", c.quan_act);
+  quantizer("weight", c.quan_weight);
+  e << YAML::Key << "excepts" << YAML::Value << YAML::BeginMap;
+  for (const auto& [layer, x] : c.excepts) {
+    e << YAML::Key << layer << YAML::Value << YAML::BeginMap;
+    e << YAML::Key << "act" << YAML::Value << YAML::BeginMap;
+    if (x.act_bit) e << YAML::Key << "bit" << YAML::Value << *x.act_bit;
+    if (x.act_all_positive) e << YAML::Key << "all_positive" << YAML::Value << *x.act_all_positive;
+    e << YAML::EndMap << YAML::Key << "weight" << YAML::Value << YAML::BeginMap;
+    if (x.weight_bit) e << YAML::Key << "bit" << YAML::Value << *x.weight_bit;
+    e << YAML::EndMap << YAML::EndMap;
+  }
+  e << YAML::EndMap << YAML::EndMap;
   e << YAML::Key << "pre_trained" << YAML::Value << c.pre_trained;
   e << YAML::Key << "eval" << YAML::Value << c.eval;
   e << YAML::Key << "fp_model" << YAML::Value << c.fp_model;
@@ -293,6 +394,8 @@ std::string to_yaml(const Config& c) {
   e << YAML::Key << "weight_decay" << YAML::Value << c.weight_decay;
   e << YAML::Key << "sched" << YAML::Value << c.sched;
   e << YAML::Key << "min_lr" << YAML::Value << c.min_lr;
+  e << YAML::Key << "decay_rate" << YAML::Value << c.decay_rate;
+  e << YAML::Key << "decay_epochs" << YAML::Value << c.decay_epochs;
   e << YAML::Key << "warmup_epochs" << YAML::Value << c.warmup_epochs;
   e << YAML::Key << "warmup_lr" << YAML::Value << c.warmup_lr;
   e << YAML::Key << "cooldown_epochs" << YAML::Value << c.cooldown_epochs;

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cmath>
 #include <csignal>
+#include <cstdlib>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -18,6 +19,7 @@
 #include <random>
 #include <sstream>
 #include <thread>
+#include <tuple>
 
 #include <ATen/detail/CUDAHooksInterface.h>
 #include <c10/core/impl/DeviceGuardImplInterface.h>
@@ -785,7 +787,8 @@ Position restore(const std::string& path, Model& m, torch::optim::SGD& opt, int 
 
 class RunFiles {
  public:
-  RunFiles(const config::Config& c, bool rank0) : dir_(c.output_dir + "/" + c.name), on_(rank0) {}
+  RunFiles(const config::Config& c, bool rank0)
+      : dir_(c.output_dir + "/" + c.name), on_(rank0), best_n_(static_cast<size_t>(c.num_best_scores)) {}
   // Called once everything the run needs has been checked: a run that fails
   // on its inputs leaves an existing run folder as it was. Rows of epochs at
   // or past `next_epoch` (the checkpoint's position) are dropped, so the
@@ -807,8 +810,12 @@ class RunFiles {
       while (std::getline(in, line)) {
         char* end = nullptr;
         const long e = std::strtol(line.c_str(), &end, 10);
-        if (end != line.c_str() && *end == ',' && e >= 0 && e < next_epoch) kept += line + "\n";
-        else dropped = true;
+        if (end != line.c_str() && *end == ',' && e >= 0 && e < next_epoch) {
+          kept += line + "\n";
+          remember(line);
+        } else {
+          dropped = true;
+        }
       }
     }
     if (dropped) io::write_file_atomic(csv, kept);
@@ -835,13 +842,42 @@ class RunFiles {
       tb_->scalar("val/loss", v->loss(), e);
       tb_->scalar("val/top1", v->top1(), e);
       tb_->scalar("val/top5", v->top5(), e);
+      // The scoreboard (log.num_best_scores): the best validations so far, as the original logs them.
+      board_.push_back({v->top1(), v->top5(), e});
+      rank_board();
+      for (size_t k = 0; k < board_.size(); ++k)
+        log::info("scoreboard {}: epoch {}, val top1 {:.3f}, top5 {:.3f}", k + 1, board_[k].epoch + 1, board_[k].top1,
+                  board_[k].top5);
     }
     tb_->flush();
   }
 
  private:
+  struct Score {
+    double top1, top5;
+    int epoch;
+  };
+  // A kept metrics row with a validation: onto the scoreboard.
+  void remember(const std::string& line) {
+    std::vector<std::string> f;
+    std::stringstream ss(line);
+    for (std::string x; std::getline(ss, x, ',');) f.push_back(x);
+    if (f.size() < 8 || f[6].empty() || f[7].empty()) return;
+    board_.push_back({std::atof(f[6].c_str()), std::atof(f[7].c_str()), std::atoi(f[0].c_str())});
+    rank_board();
+  }
+  // Best first by top-1, then top-5, then the later epoch, as the original's PerformanceScoreboard.
+  void rank_board() {
+    std::sort(board_.begin(), board_.end(), [](const Score& a, const Score& b) {
+      return std::tie(a.top1, a.top5, a.epoch) > std::tie(b.top1, b.top5, b.epoch);
+    });
+    if (board_.size() > best_n_) board_.resize(best_n_);
+  }
+
   std::string dir_;
   bool on_;
+  size_t best_n_;
+  std::vector<Score> board_;
   std::ofstream csv_;
   std::unique_ptr<io::TensorBoardWriter> tb_;
 };

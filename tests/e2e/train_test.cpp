@@ -107,6 +107,15 @@ TEST(Train, MetricsNeverRunAheadOfTheCheckpoint) {
   EXPECT_EQ(rows.find("1,0.1,9,9"), std::string::npos) << rows;
   EXPECT_NE(rows.find("\n0,"), std::string::npos) << rows;
   EXPECT_NE(rows.find("\n1,"), std::string::npos) << rows;
+  // log.num_best_scores: the scoreboard holds the resumed epoch's validation and the new one, not the dropped row.
+  EXPECT_NE(r.err.find("scoreboard 2: epoch "), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("scoreboard 3: "), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("val top1 9.000"), std::string::npos) << r.err;
+  const Result one = mpq_run("finetune " + cfg + " --set dataloader.fraction=0.25 --set epochs=3 --set resume.path=auto"
+                             " --set log.num_best_scores=1", f.dir);
+  ASSERT_EQ(one.code, 0) << one.err;
+  EXPECT_NE(one.err.find("scoreboard 1: epoch "), std::string::npos) << one.err;
+  EXPECT_EQ(one.err.find("scoreboard 2: "), std::string::npos) << one.err;
 }
 
 // Python's torch.load, at its default weights_only=True (torch >= 2.6), reads

@@ -94,7 +94,10 @@ TEST(Config, EveryExampleParses) {
     const std::string f = e->d_name;
     if (f.size() < 5 || f.substr(f.size() - 5) != ".yaml") continue;
     SCOPED_TRACE(f);
-    EXPECT_NO_THROW(load_config(dir + "/" + f));
+    EXPECT_NO_THROW({
+      const auto c = load_config(dir + "/" + f);
+      EXPECT_TRUE(c.notices.empty()) << c.notices.front();  // the shipped files set no key that changes nothing
+    });
     ++n;
   }
   ::closedir(d);
@@ -110,4 +113,85 @@ TEST(Config, DuplicateKeysAreErrors) {
   } catch (const mpq::InputError& e) {
     EXPECT_EQ(std::string(e.what()), dir.file("d.yaml") + ":3:1: duplicate key 'lr' (first at " + dir.file("d.yaml") + ":1:1)");
   }
+}
+
+namespace {
+
+mpq::config::Config parse(const std::string& text) {
+  mpq::test::TempDir dir;
+  mpq::test::write_all(dir.file("c.yaml"), text);
+  return load_config(dir.file("c.yaml"));
+}
+
+bool has_notice(const mpq::config::Config& c, const std::string& want) {
+  for (const auto& n : c.notices)
+    if (n.find(want) != std::string::npos) return true;
+  return false;
+}
+
+}  // namespace
+
+// Each key of the original's that mpq does not act on is refused with the
+// reason, or accepted with a notice saying why it changes nothing; none is
+// parsed and silently dropped.
+TEST(Config, EveryKeyDoesWhatItSaysOrIsRefused) {
+  // quan.{act,weight}: only the original's defaults are mpq's quantizers.
+  EXPECT_NE(error_of("quan:\n  act: {all_positive: false}\n").find("quan.act.all_positive: false is not supported"),
+            std::string::npos);
+  EXPECT_NE(error_of("quan:\n  act: {symmetric: true}\n").find("quan.act.symmetric: true is not supported"),
+            std::string::npos);
+  EXPECT_NE(error_of("quan:\n  weight: {all_positive: true}\n").find("quan.weight.all_positive: true is not supported"),
+            std::string::npos);
+  EXPECT_NE(error_of("quan:\n  weight: {symmetric: true}\n").find("signed asymmetric"), std::string::npos);
+  EXPECT_TRUE(parse("quan:\n  act: {bit: 2}\n  weight: {bit: 2}\n").notices.empty());
+  EXPECT_TRUE(has_notice(parse("quan:\n  act: {bit: 4}\n"), "quan.act.bit: ignored because the bits come from"));
+  EXPECT_TRUE(has_notice(parse("quan:\n  weight: {bit: 8}\n"), "quan.weight.bit: ignored because"));
+  // quan.excepts: the first conv, its BatchNorm and the fc, at 8 bits.
+  EXPECT_NE(error_of("arch: resnet18\nquan:\n  excepts:\n    layer1.0.conv1: {weight: {bit: 4}}\n")
+                .find("quan.excepts.layer1.0.conv1: mpq keeps exactly the first conv (conv1), its BatchNorm (bn1) "
+                      "and the fc (fc) out of the search"),
+            std::string::npos);
+  EXPECT_NE(error_of("arch: resnet18\nquan:\n  excepts:\n    fc: {weight: {bit: 4}}\n").find(".weight.bit: 4 is not supported"),
+            std::string::npos);
+  EXPECT_NE(error_of("arch: resnet18\nquan:\n  excepts:\n    fc: {act: {bit: 6}}\n").find(".act.bit: 6 is not supported"),
+            std::string::npos);
+  EXPECT_NE(error_of("arch: resnet18\nquan:\n  excepts:\n    fc: {act: {all_positive: false}}\n").find("is unsigned"),
+            std::string::npos);
+  const auto ex = parse("arch: resnet50\nquan:\n  excepts:\n    module.conv1: {act: {bit: 8}, weight: {bit: 8}}\n"
+                        "    bn1: {act: {bit: 8}}\n    fc: {act: {bit: 8}, weight: {bit: 8}}\n");
+  EXPECT_TRUE(has_notice(ex, "quan.excepts.module.conv1.act: ignored because the first conv's input, the image, is not quantized"));
+  EXPECT_TRUE(has_notice(ex, "quan.excepts.bn1: ignored because a BatchNorm has no quantizer"));
+  EXPECT_EQ(ex.notices.size(), 2u);
+  EXPECT_NO_THROW(parse("arch: mobilenetv1\nquan:\n  excepts:\n    first_conv.0: {weight: {bit: 8}}\n    first_conv.1: {}\n"));
+  // freeze_weights, resume.lean: refused, each with what to do instead.
+  EXPECT_NE(error_of("freeze_weights: true\n").find("freeze_weights: true (train only the quantizer scales and "
+                                                     "BatchNorm) is not supported yet"),
+            std::string::npos);
+  EXPECT_NE(error_of("resume:\n  path: x.pt\n  lean: true\n").find("give the checkpoint as pre_trained instead"),
+            std::string::npos);
+  EXPECT_TRUE(parse("freeze_weights: false\nresume: {lean: false}\n").notices.empty());
+  // dataloader.deterministic / serialized: mpq is always seeded and in-process.
+  EXPECT_TRUE(parse("dataloader: {deterministic: true, serialized: false}\n").notices.empty());
+  EXPECT_TRUE(has_notice(parse("dataloader: {deterministic: false}\n"), "always seeded by `seed` and repeatable"));
+  EXPECT_TRUE(has_notice(parse("dataloader: {serialized: true}\n"), "dataloader.serialized: ignored because"));
+  // decay_rate / decay_epochs: no effect under cosine, the original's values pass quietly.
+  EXPECT_TRUE(parse("decay_rate: 0.1\ndecay_epochs: 30\n").notices.empty());
+  EXPECT_TRUE(has_notice(parse("decay_rate: 0.5\n"), "decay_rate: ignored because sched is cosine"));
+  EXPECT_TRUE(has_notice(parse("decay_epochs: 10\n"), "decay_epochs: ignored because sched is cosine"));
+  // log.num_best_scores: range-checked here, the scoreboard is the trainer's (train_test).
+  EXPECT_NE(error_of("log: {num_best_scores: 0}\n").find("log.num_best_scores must be between 1 and 100"), std::string::npos);
+}
+
+TEST(Config, TheResolvedFileHoldsEveryKeyAndReadsBackTheSame) {
+  const auto c = parse("arch: resnet18\ngpu: v100\nlog: {num_best_scores: 5, print_freq: 7}\ndecay_epochs: 30\n"
+                       "quan:\n  excepts:\n    conv1: {weight: {bit: 8}}\n    fc: {act: {bit: 8}, weight: {bit: 8}}\n");
+  const std::string text = mpq::config::to_yaml(c);
+  for (const char* key : {"gpu:", "serialized:", "lean:", "num_best_scores: 5", "print_freq: 7", "freeze_weights:",
+                          "quan:", "all_positive:", "symmetric:", "excepts:", "decay_rate:", "decay_epochs:"})
+    EXPECT_NE(text.find(key), std::string::npos) << key << " missing from\n" << text;
+  const auto back = parse(text);
+  EXPECT_EQ(mpq::config::to_yaml(back), text);
+  EXPECT_TRUE(back.notices.empty());
+  EXPECT_EQ(back.excepts.at("fc").act_bit.value(), 8);
+  EXPECT_EQ(back.num_best_scores, 5);
 }

@@ -32,7 +32,9 @@ struct QuantizerConfig {
   bool all_positive = false;
 };
 
-// An excepted layer (quan.excepts.<layer>): its bits, when given.
+// An excepted layer (quan.excepts.<layer>): its bits, when given. Only the
+// network's first conv, its BatchNorm and the fc may be named, at 8 bits
+// (METHOD.md §2); anything else is refused.
 struct ExceptConfig {
   std::optional<int> act_bit, weight_bit;
   std::optional<bool> act_all_positive;
@@ -52,10 +54,10 @@ struct Config {
   std::string training_device = "auto";
   DataloaderConfig dataloader;
   std::string resume_path;            // resume.path: a checkpoint to continue from
-  bool resume_lean = false;
+  bool resume_lean = false;           // only false: a resume continues exactly (true is refused)
   int num_best_scores = 3, print_freq = 20;  // log.*
   std::string arch = "resnet20";
-  bool freeze_weights = false;
+  bool freeze_weights = false;        // only false: mpq trains the weights (true is refused)
   std::string pre_trained;            // path to a PyTorch or mpq checkpoint; "" = none
   QuantizerConfig quan_act{"lsq", 2, false, false, true};
   QuantizerConfig quan_weight;
@@ -83,6 +85,9 @@ struct Config {
   std::string dist_backend = "auto";  // c10d backend: auto (NCCL on CUDA where built in, else Gloo), gloo, nccl
   int threads = 0;                    // intra-op threads per process; 0: torch's default
   bool pre_trained_strict = true;     // every pre_trained tensor must match the model
+  // Keys the file sets that change nothing, each with why ("quan.act.bit: ignored
+  // because ..."): the command that runs the config logs them once.
+  std::vector<std::string> notices;
 };
 
 // Reads `path`, applies `overrides` ("key.path=value", value in YAML syntax)
