@@ -198,8 +198,6 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
   }
   r.get("arch", c.arch);
   r.get("freeze_weights", c.freeze_weights);
-  MPQ_CHECK(!c.freeze_weights, where(path, r.at("freeze_weights")), ": freeze_weights: true (train only the "
-            "quantizer scales and BatchNorm) is not supported yet; set it to false");
   {
     // pre_trained: a path; the original's `True` meant "download torchvision's weights", which needs a path here.
     const YAML::Node n = r.at("pre_trained");

@@ -170,8 +170,15 @@ Group::Group(const Env& env, std::chrono::milliseconds timeout, Backend backend,
   ho.isServer = false;
   ho.waitWorkers = false;
   auto hb = scoped(c10::make_intrusive<c10d::TCPStore>(env.master_addr, ho));
-  heartbeat_ = std::thread([beat = beat_, hb, rank = env.rank] {
-    const std::string key = "mpq/heartbeat/" + std::to_string(rank);
+  // The first beat before the group is handed out: a rank is on record from
+  // its start, however short its life (the thread's first beat may come
+  // after a quick run has ended).
+  const std::string key = "mpq/heartbeat/" + std::to_string(env.rank);
+  {
+    const std::string v = std::to_string(now_ms());
+    hb->set(key, std::vector<uint8_t>(v.begin(), v.end()));
+  }
+  heartbeat_ = std::thread([beat = beat_, hb, key] {
     while (!beat->stop.load()) {
       try {
         const std::string v = std::to_string(now_ms());

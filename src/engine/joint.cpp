@@ -15,7 +15,8 @@ torch::Tensor label_smoothing_ce(const torch::Tensor& logits, const torch::Tenso
 
 std::unique_ptr<torch::optim::SGD> make_sgd(torch::nn::Module& net, double lr, double momentum, double weight_decay) {
   std::vector<torch::Tensor> decay, no_decay;
-  for (const auto& p : net.parameters()) (p.dim() > 1 ? decay : no_decay).push_back(p);
+  for (const auto& p : net.parameters())
+    if (p.requires_grad()) (p.dim() > 1 ? decay : no_decay).push_back(p);  // frozen ones (freeze_weights) stay out
   std::vector<torch::optim::OptimizerParamGroup> groups;
   groups.emplace_back(decay, std::make_unique<torch::optim::SGDOptions>(
                                  torch::optim::SGDOptions(lr).momentum(momentum).nesterov(true).weight_decay(weight_decay)));

@@ -901,6 +901,17 @@ void train(const config::Config& c, Mode mode) {
   Model m = make_net(c, mode, input_channels(c), /*load_pretrained=*/resume.empty());
   Data data = make_data(c, ctx.env.rank, world);
   m.input_size = data.height;
+  // freeze_weights, as the original: only the quantizer scales and the
+  // parameters whose names say BatchNorm ("bn") train.
+  std::vector<torch::Tensor> trained;
+  for (auto& kv : m.q.net->named_parameters()) {
+    const bool trains = !c.freeze_weights || kv.key().find("quan_") != std::string::npos ||
+                        kv.key().find("bn") != std::string::npos;
+    kv.value().set_requires_grad(trains);
+    if (trains) trained.push_back(kv.value());
+  }
+  MPQ_CHECK(!trained.empty(), c.source, ": freeze_weights: true leaves this ", mode_name(mode),
+            " run nothing to train (no quantizer scales or BatchNorm)");
   auto opt = make_sgd(*m.q.net, c.lr, c.momentum, c.weight_decay);
   Position pos;
   pos.global_batch = static_cast<int64_t>(c.dataloader.batch_size) * world;
@@ -954,7 +965,7 @@ void train(const config::Config& c, Mode mode) {
   // Gradients averaged over ranks while the step's last backward runs (DDP's buckets).
   std::unique_ptr<dist::GradSync> grad_sync;
   if (ctx.group)
-    grad_sync = std::make_unique<dist::GradSync>(*ctx.group, m.q.net->parameters(),
+    grad_sync = std::make_unique<dist::GradSync>(*ctx.group, trained,
                                                  static_cast<int64_t>(c.dist_bucket_mb * (1 << 20)));
   JointOptions jo;
   jo.smoothing = c.smoothing;

@@ -3,6 +3,8 @@
 // files, finetune and eval of a policy.
 #include <gtest/gtest.h>
 
+#include <map>
+
 #include "mpq/io/tb_events.h"
 #include "train_fixture.h"
 
@@ -116,6 +118,34 @@ TEST(Train, MetricsNeverRunAheadOfTheCheckpoint) {
   ASSERT_EQ(one.code, 0) << one.err;
   EXPECT_NE(one.err.find("scoreboard 1: epoch "), std::string::npos) << one.err;
   EXPECT_EQ(one.err.find("scoreboard 2: "), std::string::npos) << one.err;
+}
+
+// freeze_weights: true, as the original: the convs' and the fc's weights stay
+// what pre_trained gave; the quantizer scales and BatchNorm train.
+TEST(Train, FreezeWeightsTrainsOnlyScalesAndBatchNorm) {
+  Fixture f;
+  ASSERT_EQ(mpq_run("finetune " + f.config("fp", "fp", "epochs: 1\nwarmup_epochs: 0\n") +
+                        " --set dataloader.fraction=0.25", f.dir).code, 0);
+  const std::string fp = f.run_dir("fp") + "/last.pt";
+  const Result r = mpq_run("finetune " + f.config("fz", "finetune", "epochs: 1\nlr: 0.005\nfreeze_weights: true\n"
+                           "pre_trained: " + fp + "\n") + " --set dataloader.fraction=0.25", f.dir);
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto before = mpq::torchio::read_checkpoint(fp), after = mpq::torchio::read_checkpoint(f.run_dir("fz") + "/last.pt");
+  std::map<std::string, torch::Tensor> start(before.state.begin(), before.state.end());
+  int frozen = 0, moved = 0;
+  for (const auto& [name, t] : after.state) {
+    const auto it = start.find(name);
+    if (it == start.end() || !t.is_floating_point() || name.find("running_") != std::string::npos) continue;
+    const bool trains = name.find("quan_") != std::string::npos || name.find("bn") != std::string::npos;
+    if (!trains) {
+      EXPECT_TRUE(torch::equal(t, it->second)) << name << " changed under freeze_weights";
+      ++frozen;
+    } else if (!torch::equal(t, it->second)) {
+      ++moved;
+    }
+  }
+  EXPECT_GE(frozen, 21);  // 19 searchable convs, the first conv and the fc (with its bias)
+  EXPECT_GT(moved, 10);   // the BatchNorms trained
 }
 
 // Python's torch.load, at its default weights_only=True (torch >= 2.6), reads

@@ -163,12 +163,10 @@ TEST(Config, EveryKeyDoesWhatItSaysOrIsRefused) {
   EXPECT_TRUE(has_notice(ex, "quan.excepts.bn1: ignored because a BatchNorm has no quantizer"));
   EXPECT_EQ(ex.notices.size(), 2u);
   EXPECT_NO_THROW(parse("arch: mobilenetv1\nquan:\n  excepts:\n    first_conv.0: {weight: {bit: 8}}\n    first_conv.1: {}\n"));
-  // freeze_weights, resume.lean: refused, each with what to do instead.
-  EXPECT_NE(error_of("freeze_weights: true\n").find("freeze_weights: true (train only the quantizer scales and "
-                                                     "BatchNorm) is not supported yet"),
-            std::string::npos);
+  // resume.lean: refused, with what to do instead; freeze_weights acts (Train.FreezeWeightsTrainsOnlyScalesAndBatchNorm).
   EXPECT_NE(error_of("resume:\n  path: x.pt\n  lean: true\n").find("give the checkpoint as pre_trained instead"),
             std::string::npos);
+  EXPECT_TRUE(parse("freeze_weights: true\n").freeze_weights);
   EXPECT_TRUE(parse("freeze_weights: false\nresume: {lean: false}\n").notices.empty());
   // dataloader.deterministic / serialized: mpq is always seeded and in-process.
   EXPECT_TRUE(parse("dataloader: {deterministic: true, serialized: false}\n").notices.empty());

@@ -57,7 +57,7 @@ struct Config {
   bool resume_lean = false;           // only false: a resume continues exactly (true is refused)
   int num_best_scores = 3, print_freq = 20;  // log.*
   std::string arch = "resnet20";
-  bool freeze_weights = false;        // only false: mpq trains the weights (true is refused)
+  bool freeze_weights = false;        // true: only the quantizer scales and BatchNorm ("bn" in the name) train
   std::string pre_trained;            // path to a PyTorch or mpq checkpoint; "" = none
   QuantizerConfig quan_act{"lsq", 2, false, false, true};
   QuantizerConfig quan_weight;
