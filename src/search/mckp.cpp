@@ -463,6 +463,18 @@ PairTable with_objective(const PairTable& t, int k) {
   return s;
 }
 
+// The least objective of table `s` from a starting assignment; +inf when
+// the start does not fit (then nothing is known to fit), the bound at a
+// time limit.
+double least_from(const PairTable& s, const std::vector<int>& pick, Clock::time_point t0, double time_limit_s,
+                  Assignment* witness = nullptr) {
+  const Assignment inc = evaluate(s, pick);
+  if (!feasible(s, inc.r)) return kInf;
+  const CoreResult c = solve_core(s, inc, t0, time_limit_s);
+  if (witness != nullptr) *witness = c.best;
+  return c.status == Status::kOptimal ? c.best.cost : c.bound;
+}
+
 // The least amount of resource k under the other budgets of `t` (the
 // monotone ones: the least-resource assignment fits them); +inf if those
 // cannot be met together.
@@ -471,11 +483,7 @@ double least_under_others(const PairTable& t, int k, Clock::time_point t0, doubl
   const PairTable s = with_objective(t, k);
   std::vector<int> pick(s.layers.size());
   for (size_t l = 0; l < s.layers.size(); ++l) pick[l] = least_resource(s.layers[l]);
-  Assignment inc = evaluate(s, pick);
-  if (!feasible(s, inc.r)) return kInf;
-  const CoreResult c = solve_core(s, inc, t0, time_limit_s);
-  if (witness != nullptr) *witness = c.best;
-  return c.status == Status::kOptimal ? c.best.cost : c.bound;
+  return least_from(s, pick, t0, time_limit_s, witness);
 }
 
 // The budget's value as its flag takes it: GBitOPs, compression ratio, cost.
@@ -594,10 +602,7 @@ double least_under_cost(const PairTable& base, int k, Clock::time_point t0, doub
                                                   return std::tie(x.r[kCost], x.cost) < std::tie(y.r[kCost], y.cost);
                                                 }) -
                                s.layers[l].begin());
-  const Assignment inc = evaluate(s, pick);
-  if (!feasible(s, inc.r)) return kInf;
-  const CoreResult c = solve_core(s, inc, t0, time_limit_s);
-  return c.status == Status::kOptimal ? c.best.cost : c.bound;
+  return least_from(s, pick, t0, time_limit_s);
 }
 
 // The cost budget cannot be met together with the others: says which and

@@ -13,11 +13,16 @@ using mpq::config::load_config;
 
 namespace {
 
-std::string error_of(const std::string& text, const std::vector<std::string>& sets = {}) {
+// `text` as c.yaml in a fresh folder, loaded.
+mpq::config::Config parse(const std::string& text, const std::vector<std::string>& sets = {}) {
   mpq::test::TempDir dir;
   mpq::test::write_all(dir.file("c.yaml"), text);
+  return load_config(dir.file("c.yaml"), sets);
+}
+
+std::string error_of(const std::string& text, const std::vector<std::string>& sets = {}) {
   try {
-    load_config(dir.file("c.yaml"), sets);
+    parse(text, sets);
   } catch (const InputError& e) {
     const std::string w = e.what();
     const size_t at = w.find("c.yaml");
@@ -116,12 +121,6 @@ TEST(Config, DuplicateKeysAreErrors) {
 }
 
 namespace {
-
-mpq::config::Config parse(const std::string& text) {
-  mpq::test::TempDir dir;
-  mpq::test::write_all(dir.file("c.yaml"), text);
-  return load_config(dir.file("c.yaml"));
-}
 
 bool has_notice(const mpq::config::Config& c, const std::string& want) {
   for (const auto& n : c.notices)
