@@ -22,7 +22,7 @@ d=.device
   echo "device_prep: $d/limpq holds no LIMPQ checkout; put one there (git archive of 1hunters/LIMPQ)" >&2
   exit 1
 }
-MPQ_BUILD_DIR=build-device bash scripts/build.sh -DMPQ_WITH_OPENCV=OFF
+MPQ_BUILD_DIR=build-device bash scripts/build.sh -DMPQ_WITH_OPENCV=OFF -DMPQ_WITH_ONNX=OFF
 rm -rf "$d/bin" "$d/lib" "$d/golden" "$d/data"
 mkdir -p "$d/bin" "$d/lib" "$d/golden" "$d/data"
 bins=(mpq libmpq_torch.so cuda_test lsq_test joint_step_test qat_bench)

@@ -11,6 +11,7 @@ packages=(
   libopencv-dev           # image decoding for ImageNet-style data
   libjpeg62-turbo-dev     # libjpeg-turbo's API: decode only a crop's region (OpenCV cannot)
   libgtest-dev zlib1g-dev
+  libonnx-dev libprotobuf-dev  # ONNX's protobuf classes: mpq export writes and reads its graphs with them
   libgloo-dev             # headers c10d's ProcessGroupGloo.hpp includes (the wheel ships none)
   dataset-fashion-mnist   # real data for the demo and the end-to-end tests
 )

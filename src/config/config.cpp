@@ -5,6 +5,7 @@
 
 #include "config/yaml_util.h"
 #include "mpq/common/error.h"
+#include "mpq/io/file_util.h"
 #include "mpq/search/geometry.h"
 
 namespace mpq::config {
@@ -128,7 +129,11 @@ void apply_override(YAML::Node root, const std::string& file, const std::string&
 }  // namespace
 
 Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
-  YAML::Node root = load_yaml_file(path);
+  return load_config_text(io::read_file(path), path, overrides);
+}
+
+Config load_config_text(const std::string& text, const std::string& path, const std::vector<std::string>& overrides) {
+  YAML::Node root = load_yaml_string(text, path);
   MPQ_CHECK(root.IsMap(), path, ": a config must be a mapping of keys (see configs/)");
   for (const auto& o : overrides) apply_override(root, path, o);
   Config c;

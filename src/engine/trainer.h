@@ -12,6 +12,8 @@
 // ends, metrics reduced, and only rank 0 writes files.
 #pragma once
 
+#include <string>
+
 #include "mpq/config/config.h"
 
 namespace mpq::engine {
@@ -30,6 +32,22 @@ void train(const config::Config& cfg, Mode mode);
 // Recalibrates BatchNorm, evaluates on the validation set and prints top-1,
 // top-5, loss, size, BitOPs and compression ratio as YAML on stdout.
 void evaluate(const config::Config& cfg);
+
+// mpq export: the ONNX graph of the finetuned network the config names,
+// with the BatchNorm state `mpq eval` would use.
+struct ExportOptions {
+  std::string output;         // the .onnx file, replaced atomically
+  int opset = 21;
+  std::string reference_dir;  // "": none; else inputs.npy, logits.npy and labels.npy of the validation set
+  bool recalibrate = true;    // false: BatchNorm statistics as the checkpoint holds them
+  int input_side = 0;         // without data (no recalibration or reference): the image side; 0: the dataset's
+  std::string source;         // the config or checkpoint named on the command line, for the report
+};
+
+// Builds, writes and reads back the graph; prints the report (YAML) on
+// stdout. InputError for a config or checkpoint without a finetuned policy,
+// or bits the opset cannot hold: nothing is written then.
+void export_onnx(const config::Config& cfg, const ExportOptions& options);
 
 // The learning rate of `epoch` (0-based): linear warmup from warmup_lr over
 // warmup_epochs, cosine from lr to min_lr over `epochs`, then min_lr for

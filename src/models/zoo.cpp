@@ -110,6 +110,10 @@ torch::Tensor NetImpl::in_layout(const torch::Tensor& t) const {
   return channels_last_ && t.dim() == 4 ? t.contiguous(torch::MemoryFormat::ChannelsLast) : t;
 }
 
+GraphSink::Value NetImpl::describe(GraphSink&, GraphSink::Value) {
+  throw InputError("export: this network does not describe its graph (only the zoo's do)");
+}
+
 void NetImpl::replace(const Slot& slot, nn::AnyModule m) {
   slot.owner->replace_module(slot.local, m.ptr());
   *slot.layer = std::move(m);
@@ -174,6 +178,21 @@ class BlockImpl : public nn::Module {
     return torch::relu(y + identity);
   }
 
+  // forward's ops; `slots` holds this block's slots from `first` on, in add_slots' order.
+  GraphSink::Value describe(GraphSink& g, GraphSink::Value x, const std::vector<Slot>& slots, size_t first) {
+    const Slot &c1 = slots[first], &c2 = slots[first + 1];
+    GraphSink::Value y = g.relu(g.batchnorm(c1, g.layer(c1, x)));
+    y = g.batchnorm(c2, g.layer(c2, y));
+    size_t next = first + 2;
+    if (bottleneck_) {
+      const Slot& c3 = slots[next++];
+      y = g.batchnorm(c3, g.layer(c3, g.relu(y)));
+    }
+    const GraphSink::Value identity = downsample ? g.batchnorm(slots[next], g.layer(slots[next], x)) : x;
+    return g.relu(g.add(y, identity));
+  }
+  size_t num_slots() const { return 2 + (bottleneck_ ? 1 : 0) + (downsample ? 1 : 0); }
+
   void add_slots(const std::string& prefix, std::vector<Slot>& out) {
     out.push_back({prefix + "conv1", this, "conv1", &conv1, false, this, "bn1", &bn1});
     out.push_back({prefix + "conv2", this, "conv2", &conv2, false, this, "bn2", &bn2, /*after_relu=*/true});
@@ -220,6 +239,18 @@ class ResNetImpl : public NetImpl {
     for (auto& b : blocks_) x = b->forward(x);
     x = torch::adaptive_avg_pool2d(x, {1, 1}).flatten(1);
     return fc.forward(x);
+  }
+
+  GraphSink::Value describe(GraphSink& g, GraphSink::Value x) override {
+    const std::vector<Slot> s = slots();
+    x = g.relu(g.batchnorm(s[0], g.layer(s[0], x)));
+    if (!cifar_) x = g.max_pool(x, 3, 2, 1);
+    size_t k = 1;
+    for (auto& b : blocks_) {
+      x = b->describe(g, x, s, k);
+      k += b->num_slots();
+    }
+    return g.layer(s.back(), g.global_avg_pool(x));
   }
 
   std::vector<Slot> slots() override {
@@ -289,6 +320,12 @@ class MobileNetV1Impl : public NetImpl {
     for (auto& [name, u] : units_) x = u->forward(x);
     x = torch::adaptive_avg_pool2d(x, {1, 1}).flatten(1);
     return fc.forward(x);
+  }
+
+  GraphSink::Value describe(GraphSink& g, GraphSink::Value x) override {
+    const std::vector<Slot> s = slots();
+    for (size_t i = 0; i + 1 < s.size(); ++i) x = g.relu(g.batchnorm(s[i], g.layer(s[i], x)));
+    return g.layer(s.back(), g.global_avg_pool(x));
   }
 
   std::vector<Slot> slots() override {

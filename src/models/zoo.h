@@ -50,12 +50,31 @@ struct ReluAbsorber {
 // relu(x), unless `next` (the layer x goes to, and nowhere else) absorbs it.
 torch::Tensor relu_before(const torch::nn::AnyModule& next, const torch::Tensor& x);
 
+// Receives a network's forward as a sequence of operations on values, for
+// exporters: what forward() computes, op by op, in forward order. Values are
+// the sink's own handles. A ReLU a quantized layer absorbs is written out:
+// its input quantizer's clamp at zero makes the two the same numbers.
+class GraphSink {
+ public:
+  using Value = int;
+  virtual ~GraphSink() = default;
+  virtual Value layer(const Slot& s, Value x) = 0;      // the conv or linear held in `s`
+  virtual Value batchnorm(const Slot& s, Value x) = 0;  // the BatchNorm after the conv in `s`
+  virtual Value relu(Value x) = 0;
+  virtual Value add(Value a, Value b) = 0;
+  virtual Value max_pool(Value x, int kernel, int stride, int padding) = 0;
+  virtual Value global_avg_pool(Value x) = 0;  // [N, C, H, W] -> [N, C]
+};
+
 // A zoo network: forward plus the slots of its conv and linear layers in
 // forward order (the geometry tables' order).
 class NetImpl : public torch::nn::Module {
  public:
   virtual torch::Tensor forward(torch::Tensor x) = 0;
   virtual std::vector<Slot> slots() = 0;
+  // Writes forward's operations on input `x` to `g` and returns the logits'
+  // value; InputError for a network that cannot (the zoo's all can).
+  virtual GraphSink::Value describe(GraphSink& g, GraphSink::Value x);
   // Replaces the layer in `slot` with `m`, keeping its registered name.
   void replace(const Slot& slot, torch::nn::AnyModule m);
   // Replaces the BatchNorm after the conv in `slot`, keeping its name.

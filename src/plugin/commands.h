@@ -16,6 +16,16 @@ struct ExtractOptions {
 // their plot and, for a zoo network, the geometry file beside the output.
 void run_extract(const ExtractOptions& o);
 
+struct ExportRequest {
+  std::string source;  // a config (as mpq eval takes) or a finetune checkpoint
+  std::vector<std::string> sets;
+  std::string output, reference_dir;
+  int opset = 21;
+};
+
+// mpq export: the ONNX graph of a finetuned network, its report on stdout.
+void run_export(const ExportRequest& r);
+
 // mpq pretrain|finetune|eval CONFIG [--set key=value]...
 void run_config_command(const std::string& command, const std::string& config, const std::vector<std::string>& sets);
 

@@ -44,6 +44,16 @@ extern "C" __attribute__((visibility("default"))) int mpq_torch_plugin_run(const
       mpq::plugin::run_extract(o);
       return 0;
     }
+    if (command == "export") {
+      mpq::plugin::ExportRequest r;
+      r.source = str(req->config.config);
+      for (int i = 0; i < req->config.num_sets; ++i) r.sets.push_back(str(req->config.sets[i]));
+      r.output = str(req->export_.output);
+      r.reference_dir = str(req->export_.reference_dir);
+      r.opset = req->export_.opset;
+      mpq::plugin::run_export(r);
+      return 0;
+    }
     if (command == "pretrain" || command == "finetune" || command == "eval") {
       std::vector<std::string> sets;
       for (int i = 0; i < req->config.num_sets; ++i) sets.push_back(str(req->config.sets[i]));

@@ -32,6 +32,10 @@ class QConv2dImpl : public torch::nn::Module, public models::ReluAbsorber {
   // (Slot::after_relu) and the input quantizer is on: it then quantizes relu(x).
   bool absorbs_relu() const override;
   bool input_after_relu = false;
+  const std::vector<int64_t>& stride() const { return stride_; }
+  const std::vector<int64_t>& padding() const { return padding_; }
+  const std::vector<int64_t>& dilation() const { return dilation_; }
+  int64_t groups() const { return groups_; }
 
   torch::Tensor weight, bias;
   LsqQuantizer quan_w_fn{nullptr}, quan_a_fn{nullptr};

@@ -94,6 +94,9 @@ struct Config {
 // and validates. InputError "file:line:col: what" on unknown keys (with a
 // close-match hint), wrong types and out-of-range values.
 Config load_config(const std::string& path, const std::vector<std::string>& overrides = {});
+// The same for YAML text; `source` names it in messages (e.g. "best.pt (its config)").
+Config load_config_text(const std::string& text, const std::string& source,
+                        const std::vector<std::string>& overrides = {});
 
 // The resolved configuration as YAML (saved in the run folder).
 std::string to_yaml(const Config& c);

@@ -4,7 +4,7 @@
 #ifndef MPQ_PLUGIN_TORCH_PLUGIN_H_
 #define MPQ_PLUGIN_TORCH_PLUGIN_H_
 
-#define MPQ_TORCH_PLUGIN_ABI 2
+#define MPQ_TORCH_PLUGIN_ABI 3
 
 #ifdef __cplusplus
 extern "C" {
@@ -27,13 +27,23 @@ typedef struct mpq_torch_extract_args {
   int input_size;  /* 0: the checkpoint's record, else the model's default */
 } mpq_torch_extract_args;
 
+/* mpq export SOURCE -o OUT [--opset N] [--reference DIR] [--set key=value]...:
+ * SOURCE and the overrides travel in the request's `config`. */
+typedef struct mpq_torch_export_args {
+  const char* output;
+  int opset;
+  const char* reference_dir; /* NULL or "": none */
+} mpq_torch_export_args;
+
 /* One torch subcommand to run: `command` is "pretrain", "finetune", "eval"
- * (their arguments in `config`) or "extract" (in `extract`). */
+ * (their arguments in `config`), "extract" (in `extract`) or "export" (in
+ * `config` and `export_`). */
 typedef struct mpq_torch_request {
   int abi; /* MPQ_TORCH_PLUGIN_ABI of the caller */
   const char* command;
   mpq_torch_config_args config;
   mpq_torch_extract_args extract;
+  mpq_torch_export_args export_;
 } mpq_torch_request;
 
 typedef struct mpq_torch_response {

@@ -1,0 +1,64 @@
+// mpq export: the finetuned mixed-precision network as an ONNX graph with
+// integer weights. Runs in the torch plugin.
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cli/commands.h"
+#include "mpq/config/config.h"
+#include "mpq/io/file_util.h"
+
+namespace mpq::cli {
+
+namespace {
+
+// torch.save's zip archive or a bare pickle (protocol 2+), by their first bytes.
+bool looks_like_checkpoint(const std::string& path) {
+  const std::string head = io::read_file(path).substr(0, 4);
+  return head == std::string("PK\x03\x04", 4) || (!head.empty() && static_cast<unsigned char>(head[0]) == 0x80);
+}
+
+}  // namespace
+
+Command setup_export(CLI::App& app) {
+  struct Args {
+    std::string source, output, reference;
+    std::vector<std::string> sets;
+    int opset = 21;
+  };
+  auto a = std::make_shared<Args>();
+  CLI::App* sub = app.add_subcommand("export", "the finetuned mixed-precision network as ONNX with integer weights");
+  sub->add_option("source", a->source,
+                  "a finetune config (as mpq eval takes it: BatchNorm recalibrated the same way) or a checkpoint of "
+                  "`mpq finetune` (BatchNorm as stored)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  sub->add_option("-o,--output", a->output, "the .onnx file to write")->required();
+  sub->add_option("--opset", a->opset,
+                  "ONNX opset: weights in int8 always, int4 from 21, int2 from 25; activations above 8 bits need 21")
+      ->check(CLI::Range(13, 25))
+      ->default_val(21);
+  sub->add_option("--reference", a->reference,
+                  "also write the validation set's inputs.npy, labels.npy and the fake-quantized model's logits.npy "
+                  "into this folder, to check a runtime against");
+  sub->add_option("--set", a->sets, "override a config key: --set dataloader.path=/data (repeatable)");
+  return {sub, [a] {
+            // Torch-free checks first: a config is validated, outputs are writable and none is the input.
+            if (!looks_like_checkpoint(a->source)) (void)config::load_config(a->source, a->sets);
+            io::check_output_is_not_an_input("-o", a->output, {{"the source", a->source}});
+            io::check_output_writable("-o", a->output);
+            if (!a->reference.empty()) {
+              io::check_output_is_not_an_input("--reference", a->reference, {{"the source", a->source}, {"-o", a->output}});
+              io::check_output_writable("--reference", a->reference);
+            }
+            std::vector<const char*> sets;
+            for (const auto& s : a->sets) sets.push_back(s.c_str());
+            mpq_torch_request req{};
+            req.command = "export";
+            req.config = {a->source.c_str(), static_cast<int>(sets.size()), sets.data()};
+            req.export_ = {a->output.c_str(), a->opset, a->reference.c_str()};
+            run_torch_command(req);
+          }};
+}
+
+}  // namespace mpq::cli
