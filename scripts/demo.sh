@@ -7,6 +7,7 @@
 #   4. search under the BitOPs of uniform W3A3
 #   5. finetuning of the searched policy and of uniform W3A3, same epochs
 #   6. evaluation of both, and one table of the results
+#   7. export of the searched policy's network as ONNX (integer weights)
 # Outputs land in out/; the table also in out/demo_results.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,6 +45,8 @@ stage eval_fp $mpq eval configs/fashion_mnist_resnet20_fp.yaml --set pre_trained
 stage eval_mixed $mpq eval "$ft" --set pre_trained=$out/fmnist_r20_w3a3_mixed/best.pt >"$out/eval_mixed.yaml"
 stage eval_uniform $mpq eval "$ft" --set policy= --set "weight_bits=$uniform" --set "act_bits=$uniform" \
   --set pre_trained=$out/fmnist_r20_w3a3_uniform/best.pt >"$out/eval_uniform.yaml"
+stage export $mpq export "$ft" --set pre_trained=$out/fmnist_r20_w3a3_mixed/best.pt -o "$out/fmnist_r20_w3a3_mixed.onnx" \
+  >"$out/export_mixed.yaml"
 
 {
   echo "| model | policy (avg W/A bits) | top-1 % | size MB | GBitOPs | train time s |"
@@ -56,5 +59,8 @@ stage eval_uniform $mpq eval "$ft" --set policy= --set "weight_bits=$uniform" --
   row "LIMPQ mixed, BitOPs of W3A3" "$out/eval_mixed.yaml" "$(seconds finetune_mixed)"
   row "uniform W3A3" "$out/eval_uniform.yaml" "$(seconds finetune_uniform)"
   echo
+  echo "ONNX export of the LIMPQ policy: $out/fmnist_r20_w3a3_mixed.onnx, $(field "$out/export_mixed.yaml" file_bytes) bytes" \
+    "($(field "$out/export_mixed.yaml" weight_bytes_stored) of weights as stored," \
+    "$(field "$out/export_mixed.yaml" weight_bytes_packed) packed at their bit-widths)"
   echo "Stages (s): $(tr '\n' ' ' <"$out/demo_times.txt")"
 } | tee "$out/demo_results.md"

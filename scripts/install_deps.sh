@@ -30,4 +30,11 @@ else
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-bash "$(dirname "$0")/install_torch.sh" >/dev/null
+libtorch=$(bash "$(dirname "$0")/install_torch.sh")
+# onnx and onnxruntime beside that torch, for the export test that runs
+# mpq's ONNX graphs (mpq itself never needs Python).
+py="${libtorch%/lib/python*}/bin/python"
+if ! "$py" -c 'import onnx, onnxruntime' 2>/dev/null; then
+  echo "install_deps: installing onnx and onnxruntime into $py's venv" >&2
+  "$py" -m pip install -q --disable-pip-version-check --no-cache-dir onnx==1.23.2 onnxruntime==1.32.0
+fi
