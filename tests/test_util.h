@@ -7,6 +7,9 @@
 #include <sstream>
 #include <string>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 namespace mpq::test {
@@ -67,6 +70,27 @@ inline std::string torchrun() {
   const std::string run = py.substr(0, py.rfind('/') + 1) + "torchrun";
   return ::access(run.c_str(), X_OK) == 0 ? run : "";
 }
+// A loopback port no listener holds now, below Linux's ephemeral range
+// (32768 up), so that no outgoing connection of another test running
+// beside this one (Gloo's pairs, a store's clients) is handed it meanwhile;
+// each process starts at its own place. A fresh one per call.
+inline int free_port() {
+  static int next = 20000 + static_cast<int>(::getpid() % 1500) * 8;
+  for (int tries = 0; tries < 2000; ++tries) {
+    next = next + 7 >= 32700 ? 20000 + (next + 7) % 32700 : next + 7;
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) break;
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(next));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    const bool bound = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+    ::close(fd);
+    if (bound) return next;
+  }
+  return next;
+}
+
 inline const char* kNoTorchPython =
     "no Python with torch beside the LibTorch of this build (scripts/install_torch.sh makes one)";
 

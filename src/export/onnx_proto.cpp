@@ -261,16 +261,8 @@ GraphSummary summarize_model(const std::string& path) {
     s.layers.push_back(l);
   }
   if (s.layers.empty()) r.fail("no Conv or Gemm node");
-  search::SearchProblem p;
-  for (const auto* l : geo.searchable()) {
-    p.names.push_back(l->name);
-    p.params.push_back(l->params);
-    p.macs.push_back(l->original_macs);
-  }
-  p.excepted_params = geo.excepted_params();
-  p.excepted_macs = geo.excepted_macs(true);
-  if (p.names.empty()) r.fail("no quantized conv");
-  s.report = search::make_report(p, wbits, abits);
+  if (s.searchable.empty()) r.fail("no quantized conv");
+  s.report = search::policy_report(geo, wbits, abits);
   return s;
 }
 

@@ -113,6 +113,20 @@ SearchProblem make_problem(const ModelGeometry& geometry, const io::Indicators& 
   return p;
 }
 
+Report policy_report(const ModelGeometry& g, const std::vector<int>& w_bits, const std::vector<int>& a_bits) {
+  SearchProblem p;
+  for (const auto* l : g.searchable()) {
+    p.names.push_back(l->name);
+    p.params.push_back(l->params);
+    p.macs.push_back(l->original_macs);
+  }
+  p.excepted_params = g.excepted_params();
+  p.excepted_macs = g.excepted_macs(/*original_count=*/true);
+  MPQ_CHECK(w_bits.size() == p.num_layers() && a_bits.size() == p.num_layers(), g.model, ": a policy of ",
+            w_bits.size(), " layers for ", p.num_layers(), " searchable layers");
+  return make_report(p, w_bits, a_bits);
+}
+
 Report make_report(const SearchProblem& p, const std::vector<int>& w_bits, const std::vector<int>& a_bits) {
   MPQ_ASSERT(w_bits.size() == p.num_layers() && a_bits.size() == p.num_layers());
   Report r;

@@ -168,7 +168,7 @@ TEST(Cli, BadInputIsOneLineAndExit2) {
       {"search --model resnet50 --i " + ind + base + " --time-limit 0", "--time-limit: must be a positive number"},
       {"search --i " + ind + base, "name the network with --model"},
       {"search --model resnet50 --i " + ind + base + " --bogus", "bogus"},
-      {"frobnicate", "'frobnicate' is not a command (search, pretrain, extract, finetune, eval)"},
+      {"frobnicate", "'frobnicate' is not a command (search, pretrain, extract, finetune, eval, export)"},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(c.args);
@@ -181,7 +181,7 @@ TEST(Cli, BadInputIsOneLineAndExit2) {
 }
 
 TEST(Cli, HelpForEverySubcommand) {
-  for (const char* sub : {"", "search", "pretrain", "extract", "finetune", "eval"}) {
+  for (const char* sub : {"", "search", "pretrain", "extract", "finetune", "eval", "export"}) {
     const Result r = mpq_run(std::string(sub) + " --help");
     EXPECT_EQ(r.code, 0) << sub;
     EXPECT_NE(r.out.find("Usage"), std::string::npos) << sub;

@@ -13,10 +13,7 @@ namespace {
 
 using namespace mpq::test::train;
 
-int free_port() {
-  static int next = 20000 + static_cast<int>(::getpid() % 20000);
-  return next += 7;
-}
+using mpq::test::free_port;
 
 std::vector<std::string> torchrun_env(int rank, int world, int port) {
   return {"RANK=" + std::to_string(rank), "WORLD_SIZE=" + std::to_string(world), "LOCAL_RANK=" + std::to_string(rank),

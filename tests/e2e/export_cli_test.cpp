@@ -178,6 +178,9 @@ TEST_F(ExportCli, BadInputIsOneLineExitTwoAndLeavesNoFile) {
   EXPECT_EQ(same.code, 2) << same.err;
   EXPECT_EQ(mpq::test::read_all(eval_config_), before) << "the source was overwritten";
   refused(eval_config_ + " -o " + out + " --opset 12", "--opset");
+  // The finetuned scales load at any bit-width: 12-bit activations need opset 21.
+  refused(eval_config_ + " -o " + out + " --opset 20 --set 'act_bits=[12, 4, 3, 3, 2, 2, 4, 4, 8, 3, 3, 2, 2, 4, 4, 8, 3, 3, 6, 5]'",
+          "layer1.0.conv1 has 12-bit activations, which opset 20 cannot hold (use --opset 21 or later)");
   refused(eval_config_ + " -o " + out + " --reference " + dir_->file("nowhere/ref"), "nowhere");
 }
 

@@ -9,6 +9,7 @@
 #include <torch/torch.h>
 
 #include "dist/dist.h"
+#include "test_util.h"
 #include "mpq/common/error.h"
 
 using namespace mpq;
@@ -36,8 +37,7 @@ namespace {
 // count 3), and checks that their keys went under /worker/attempt_3/.
 template <typename F>
 void on_two_ranks(F body, bool agent_store = false) {
-  static int port = 20000 + static_cast<int>(::getpid() % 20000);
-  port += 7;  // a fresh port per test
+  const int port = mpq::test::free_port();  // a fresh one per test
   const pid_t child = ::fork();
   ASSERT_GE(child, 0);
   const int rank = child == 0 ? 1 : 0;

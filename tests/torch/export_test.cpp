@@ -52,19 +52,6 @@ Quantized quantized(const std::string& arch, int channels, int side, unsigned se
   return out;
 }
 
-search::Report policy_report(const std::string& arch, int channels, int side, const Quantized& m) {
-  const search::ModelGeometry g = search::zoo_geometry(arch, {side, side, channels, 10});
-  search::SearchProblem p;
-  for (const auto* l : g.searchable()) {
-    p.names.push_back(l->name);
-    p.params.push_back(l->params);
-    p.macs.push_back(l->original_macs);
-  }
-  p.excepted_params = g.excepted_params();
-  p.excepted_macs = g.excepted_macs(true);
-  return search::make_report(p, m.wb, m.ab);
-}
-
 }  // namespace
 
 TEST(OnnxTypes, PackingIsOnnxs) {
@@ -129,7 +116,8 @@ TEST(OnnxExport, EveryZooModelReplaysItsForwardAndReadsBackToItsPolicy) {
     }
     EXPECT_EQ(s.layers.front().act_bits, 0) << "the first conv reads the float image";
     EXPECT_EQ(s.layers.back().op, "Gemm");
-    const search::Report want = policy_report(arch, channels, side, m);
+    const search::Report want =
+        search::policy_report(search::zoo_geometry(arch, {side, side, channels, 10}), m.wb, m.ab);
     EXPECT_DOUBLE_EQ(s.report.gbitops, want.gbitops) << arch;
     EXPECT_DOUBLE_EQ(s.report.size_mb, want.size_mb) << arch;
     EXPECT_DOUBLE_EQ(s.report.compression_ratio, want.compression_ratio) << arch;

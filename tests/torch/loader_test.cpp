@@ -88,3 +88,33 @@ TEST(Loader, CifarAugmentationIsRepeatable) {
   const float pad0 = (0.0f - 0.4914f) / 0.2470f;
   EXPECT_TRUE((x.images.narrow(0, 1, 7).select(1, 0) == pad0).any().item<bool>());  // image 0 is itself all zero
 }
+
+#include "engine/sources.h"
+
+// The train/val split: stratified per class, disjoint, sorted, fixed by the
+// seed, and `fraction` taken from what val_split leaves.
+TEST(Split, StratifiedDisjointAndSeeded) {
+  std::vector<int64_t> labels;
+  for (int i = 0; i < 1000; ++i) labels.push_back(i % 10 < 7 ? 0 : (i % 10 < 9 ? 1 : 2));  // classes 70/20/10 %
+  mpq::config::DataloaderConfig dl;
+  dl.val_split = 0.2;
+  dl.fraction = 0.5;
+  std::vector<int64_t> ids, held, ids2, held2;
+  mpq::engine::split_training_set(labels, dl, 5, ids, held);
+  mpq::engine::split_training_set(labels, dl, 5, ids2, held2);
+  EXPECT_EQ(ids, ids2);
+  EXPECT_EQ(held, held2);
+  EXPECT_EQ(held.size(), 200u);
+  EXPECT_EQ(ids.size(), 400u);  // half of the 800 left
+  EXPECT_TRUE(std::is_sorted(ids.begin(), ids.end()) && std::is_sorted(held.begin(), held.end()));
+  std::set<int64_t> all(ids.begin(), ids.end());
+  for (int64_t h : held) EXPECT_EQ(all.count(h), 0u) << h;
+  std::vector<int> per_class(3, 0), held_class(3, 0);
+  for (int64_t i : ids) ++per_class[static_cast<size_t>(labels[static_cast<size_t>(i)])];
+  for (int64_t i : held) ++held_class[static_cast<size_t>(labels[static_cast<size_t>(i)])];
+  EXPECT_EQ(per_class, (std::vector<int>{280, 80, 40}));
+  EXPECT_EQ(held_class, (std::vector<int>{140, 40, 20}));
+  std::vector<int64_t> other, other_held;
+  mpq::engine::split_training_set(labels, dl, 6, other, other_held);
+  EXPECT_NE(other, ids) << "another seed, another split";
+}

@@ -186,6 +186,11 @@ struct Report {
 
 Report make_report(const SearchProblem& p, const std::vector<int>& w_bits, const std::vector<int>& a_bits);
 
+// The size and BitOPs of a policy (bits per searchable layer of `g`, in
+// order), counted as the search counts them: the original's MACs, the
+// excepted layers at 8 bits.
+Report policy_report(const ModelGeometry& g, const std::vector<int>& w_bits, const std::vector<int>& a_bits);
+
 const char* status_name(Status s);
 
 }  // namespace mpq::search

@@ -1,0 +1,111 @@
+#include "engine/context.h"
+
+#include <algorithm>
+#include <thread>
+
+#include <ATen/detail/CUDAHooksInterface.h>
+#include <c10/core/impl/DeviceGuardImplInterface.h>
+#include <torch/cuda.h>
+#include <torch/torch.h>
+
+#include "mpq/common/error.h"
+#include "mpq/common/log.h"
+
+namespace mpq::engine {
+
+namespace {
+
+// The device this process trains on (training_device): cuda:LOCAL_RANK
+// where CUDA is, made the current device so that nothing lands on GPU 0 by
+// default; the CPU where asked or where no GPU is.
+torch::Device pick_device(const dist::Env& env, const std::string& training_device) {
+  if (training_device == "cpu") return torch::kCPU;
+  const bool want_gpu = training_device == "gpu" || training_device == "cuda";
+  if (!torch::cuda::is_available()) {
+    MPQ_CHECK(!want_gpu, "training_device: ", training_device, ", but ",
+              at::detail::getCUDAHooks().isBuilt() ? "no CUDA device is visible to this process (check the driver with nvidia-smi, and "
+                                 "CUDA_VISIBLE_DEVICES)"
+                               : "this mpq's LibTorch is a CPU build (rebuild against the CUDA one scripts/install_torch.sh installs)",
+              "; or set training_device: auto or cpu");
+    return torch::kCPU;
+  }
+  const auto n = static_cast<int>(torch::cuda::device_count());
+  MPQ_CHECK(env.local_rank < n, "environment: LOCAL_RANK=", env.local_rank, " but this node has ", n,
+            " CUDA device(s); start at most ", n, " processes per node (torchrun --nproc_per_node)");
+  const torch::Device d(torch::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank));
+  c10::impl::getDeviceGuardImpl(d.type())->setDevice(d);
+  return d;
+}
+
+// dist_backend: auto takes NCCL for CUDA tensors where this build has it.
+dist::Backend pick_backend(const config::Config& c, const torch::Device& device, bool rank0) {
+  if (c.dist_backend == "gloo") return dist::Backend::Gloo;
+  if (c.dist_backend == "nccl") {
+    MPQ_CHECK(dist::nccl_built(), "dist_backend: nccl, but this mpq was built without c10d's NCCL backend (a CPU "
+              "LibTorch, or no nccl.h at build time: see the cmake output); use dist_backend: gloo");
+    MPQ_CHECK(device.is_cuda(), "dist_backend: nccl needs CUDA tensors, and this process sees no CUDA device; use "
+              "dist_backend: gloo");
+    return dist::Backend::Nccl;
+  }
+  if (device.is_cuda() && dist::nccl_built()) return dist::Backend::Nccl;
+  if (device.is_cuda() && rank0)
+    mpq::log::warn("this mpq was built without c10d's NCCL backend: Gloo carries the CUDA tensors through host memory "
+                 "(slower); rebuild against a LibTorch and nccl.h with NCCL for multi-GPU speed");
+  return dist::Backend::Gloo;
+}
+
+}  // namespace
+
+Context make_context(const config::Config& c) {
+  Context ctx;
+  ctx.env = dist::env_from_environment();
+  // Threads: the config's, else the machine's cores shared by the processes of this node.
+  const int hw = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  torch::set_num_threads(c.threads > 0 ? c.threads : std::max(1, hw / ctx.env.local_world_size));
+  ctx.device = pick_device(ctx.env, c.training_device);
+  if (!ctx.rank0()) mpq::log::set_level(mpq::log::Level::warn);  // rank 0 logs for everyone
+  // A group of one too where a backend is named under torchrun's variables:
+  // a check of that backend on one device (auto makes none).
+  if (ctx.env.distributed() || (ctx.env.launched && c.dist_backend != "auto")) {
+    const dist::Backend backend = pick_backend(c, ctx.device, ctx.rank0());
+    ctx.group = std::make_unique<dist::Group>(ctx.env, std::chrono::seconds(c.dist_timeout), backend, ctx.device);
+    mpq::log::info("rank {}/{}: joined the group at {}:{} ({} on {})", ctx.env.rank, ctx.env.world_size,
+                 ctx.env.master_addr, ctx.env.master_port, backend == dist::Backend::Nccl ? "NCCL" : "Gloo",
+                 ctx.device.str());
+  }
+  torch::manual_seed(static_cast<uint64_t>(c.seed));
+  return ctx;
+}
+
+void attach(Context& ctx, Model& m, bool sync_bn) {
+  m.q.net->to(ctx.device);
+  dist::Group* g = ctx.group.get();
+  if (g) {
+    torch::NoGradGuard no_grad;
+    for (auto& p : m.q.net->parameters()) g->broadcast(p);
+    for (auto& b : m.q.net->buffers()) g->broadcast(b);
+    for (auto* q : quantizers(*m.q.net)) {
+      q->all_reduce_mean = [g](torch::Tensor& t) { g->all_reduce_mean(t); };
+      if (q->options().all_positive) q->numel_factor = g->env().world_size;  // activations: the batch is sharded
+    }
+  }
+  if (sync_bn) {
+    if (g) models::set_batchnorm_sync([g](torch::Tensor& t) { g->all_reduce_sum(t); });
+    else models::set_batchnorm_sync([](torch::Tensor&) {});
+  } else {
+    models::set_batchnorm_sync({});
+  }
+}
+
+void average_bn_stats(Context& ctx, torch::nn::Module& net) {
+  if (!ctx.group) return;
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> ts;
+  for (auto* b : batchnorms(net)) {
+    ts.push_back(b->running_mean);
+    ts.push_back(b->running_var);
+  }
+  if (!ts.empty()) ctx.group->all_reduce_mean_flat(ts);
+}
+
+}  // namespace mpq::engine

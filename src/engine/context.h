@@ -1,0 +1,34 @@
+// The process's place in a run: torchrun's environment, the c10d group
+// (when there is one), the device; and how a model joins the group.
+#pragma once
+
+#include <memory>
+
+#include <torch/types.h>
+
+#include "dist/dist.h"
+#include "engine/model_setup.h"
+#include "mpq/config/config.h"
+
+namespace mpq::engine {
+
+struct Context {
+  dist::Env env;
+  std::unique_ptr<dist::Group> group;
+  torch::Device device = torch::kCPU;
+  bool rank0() const { return env.rank == 0; }
+};
+
+// Threads, device (training_device), the group under torchrun's variables
+// (dist_backend, dist_timeout) and the seed.
+Context make_context(const config::Config& c);
+
+// Wires the model into the group: moved to the device, rank 0's state
+// everywhere, activation scale initialisation averaged, BatchNorm
+// synchronised when asked.
+void attach(Context& ctx, Model& m, bool sync_bn);
+
+// Averages every BatchNorm's running statistics over ranks (timm's distribute_bn).
+void average_bn_stats(Context& ctx, torch::nn::Module& net);
+
+}  // namespace mpq::engine
