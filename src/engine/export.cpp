@@ -9,6 +9,7 @@
 
 #include "mpq/common/error.h"
 #include "mpq/common/log.h"
+#include "mpq/io/file_util.h"
 #include "quant/qmodules.h"
 
 namespace mpq::engine {
@@ -294,6 +295,26 @@ class OnnxSink : public models::GraphSink {
 };
 
 }  // namespace
+
+void write_npy(const std::string& path, const torch::Tensor& t) {
+  const torch::Tensor c = t.contiguous().cpu();
+  const bool f32 = c.scalar_type() == torch::kFloat;
+  MPQ_ASSERT(f32 || c.scalar_type() == torch::kLong);
+  std::string shape;
+  for (int64_t d : c.sizes()) shape += std::to_string(d) + ",";
+  if (c.dim() > 1) shape.pop_back();
+  std::string header = std::string("{'descr': '") + (f32 ? "<f4" : "<i8") + "', 'fortran_order': False, 'shape': (" +
+                       shape + "), }";
+  header.append(63 - (10 + header.size()) % 64, ' ');  // the data starts at a multiple of 64
+  header += '\n';
+  std::string out("\x93NUMPY\x01\x00", 8);
+  out += static_cast<char>(header.size() & 0xff);
+  out += static_cast<char>((header.size() >> 8) & 0xff);
+  out += header;
+  out.append(static_cast<const char*>(c.data_ptr()), static_cast<size_t>(c.numel()) * c.element_size());
+  io::write_file_atomic(path, out);
+}
+
 
 OnnxBuild build_onnx_graph(models::NetImpl& net, const std::string& arch, int opset, const torch::Tensor& probe) {
   MPQ_CHECK(opset >= ox::kMinOpset && opset <= ox::kMaxOpset, "export: --opset ", opset, " is not supported (",

@@ -25,4 +25,8 @@ struct OnnxBuild {
 // hold (naming the layer and the opset that can).
 OnnxBuild build_onnx_graph(models::NetImpl& net, const std::string& arch, int opset, const torch::Tensor& probe);
 
+// A float32 or int64 tensor as a NumPy .npy file (format 1.0, C order),
+// replaced atomically.
+void write_npy(const std::string& path, const torch::Tensor& t);
+
 }  // namespace mpq::engine

@@ -4,6 +4,9 @@
 // that cannot be exported are refused.
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
+
+#include <cstdlib>
 #include <random>
 
 #include <torch/torch.h>
@@ -169,4 +172,37 @@ TEST(OnnxExport, ReadingBackRefusesWhatIsNotAnMpqGraph) {
   mpq::test::write_all(dir.file("junk.onnx"), "not a protobuf at all \xff\xff\xff");
   EXPECT_THROW(ox::summarize_model(dir.file("junk.onnx")), InputError);
   EXPECT_THROW(ox::summarize_model(dir.file("missing.onnx")), InputError);
+}
+
+// onnxruntime on every zoo model's graph (random weights, a random policy,
+// 32x32 inputs) against the fake-quantized forward, through the same check
+// the Fashion-MNIST test runs.
+TEST(OnnxExport, OnnxruntimeRunsEveryZooModelAsMpqDoes) {
+  const std::string py = mpq::test::torch_python();
+  if (py.empty()) GTEST_SKIP() << mpq::test::kNoTorchPython;
+  if (std::system((py + " -c 'import onnx, onnxruntime' >/dev/null 2>&1").c_str()) != 0)
+    GTEST_SKIP() << "onnx and onnxruntime are not installed in " << py << " (pip install onnx onnxruntime)";
+  mpq::test::TempDir dir;
+  for (const std::string& arch : models::model_names()) {
+    const int side = 32, channels = arch == "resnet20" ? 1 : 3;
+    Quantized m = quantized(arch, channels, side, 13, {2, 3, 4, 5, 8});
+    m.q.net->to_channels_last();  // as training runs it
+    const torch::Tensor probe = torch::randn({16, channels, side, side});
+    const engine::OnnxBuild b = engine::build_onnx_graph(*m.q.net, arch, 25, probe);
+    const std::string ref = dir.file(arch);
+    ASSERT_EQ(::mkdir(ref.c_str(), 0755), 0);
+    ox::write_model(b.graph, ref + "/m.onnx");
+    torch::Tensor logits;
+    {
+      torch::NoGradGuard no_grad;
+      logits = m.q.net->forward(probe);
+    }
+    engine::write_npy(ref + "/inputs.npy", probe);
+    engine::write_npy(ref + "/logits.npy", logits);
+    engine::write_npy(ref + "/labels.npy", logits.argmax(1));
+    const std::string cmd = py + " " + MPQ_SOURCE_DIR + "/tests/e2e/onnx_check.py " + ref + "/m.onnx " + ref + " > " +
+                            ref + "/check.txt 2>&1";
+    EXPECT_EQ(std::system(cmd.c_str()), 0) << arch << "\n" << mpq::test::read_all(ref + "/check.txt");
+    EXPECT_NE(mpq::test::read_all(ref + "/check.txt").find("verdict: agree"), std::string::npos) << arch;
+  }
 }
