@@ -10,16 +10,6 @@
 
 namespace mpq::cli {
 
-namespace {
-
-// torch.save's zip archive or a bare pickle (protocol 2+), by their first bytes.
-bool looks_like_checkpoint(const std::string& path) {
-  const std::string head = io::read_file(path).substr(0, 4);
-  return head == std::string("PK\x03\x04", 4) || (!head.empty() && static_cast<unsigned char>(head[0]) == 0x80);
-}
-
-}  // namespace
-
 Command setup_export(CLI::App& app) {
   struct Args {
     std::string source, output, reference;
@@ -44,7 +34,7 @@ Command setup_export(CLI::App& app) {
   sub->add_option("--set", a->sets, "override a config key: --set dataloader.path=/data (repeatable)");
   return {sub, [a] {
             // Torch-free checks first: a config is validated, outputs are writable and none is the input.
-            if (!looks_like_checkpoint(a->source)) (void)config::load_config(a->source, a->sets);
+            if (!io::looks_like_checkpoint(a->source)) (void)config::load_config(a->source, a->sets);
             io::check_output_is_not_an_input("-o", a->output, {{"the source", a->source}});
             io::check_output_writable("-o", a->output);
             if (!a->reference.empty()) {

@@ -166,6 +166,24 @@ std::string read_file(const std::string& path) {
   return data;
 }
 
+std::string read_head(const std::string& path, size_t n) {
+  struct stat st {};
+  MPQ_CHECK(::stat(path.c_str(), &st) == 0, path, ": cannot open (", std::strerror(errno), ")");
+  MPQ_CHECK(!S_ISDIR(st.st_mode), path, ": is a directory; pass a file");
+  std::ifstream in(path, std::ios::binary);
+  MPQ_CHECK(in.good(), path, ": cannot open (", std::strerror(errno), ")");
+  std::string data(n, '\0');
+  in.read(data.data(), static_cast<std::streamsize>(n));
+  MPQ_CHECK(!in.bad(), path, ": cannot read (", std::strerror(errno), ")");
+  data.resize(static_cast<size_t>(in.gcount()));
+  return data;
+}
+
+bool looks_like_checkpoint(const std::string& path) {
+  const std::string head = read_head(path, 4);
+  return head == std::string("PK\x03\x04", 4) || (!head.empty() && static_cast<unsigned char>(head[0]) == 0x80);
+}
+
 void check_output_writable(const std::string& output_flag, const std::string& output) {
   if (output.empty() || output == "-") return;
   const std::filesystem::path path(output);

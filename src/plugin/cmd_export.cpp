@@ -16,11 +16,6 @@ namespace mpq::plugin {
 
 namespace {
 
-bool looks_like_checkpoint(const std::string& path) {
-  const std::string head = io::read_file(path).substr(0, 4);
-  return head == std::string("PK\x03\x04", 4) || (!head.empty() && static_cast<unsigned char>(head[0]) == 0x80);
-}
-
 std::vector<int> int_list(const pickle::Value* v, const std::string& what) {
   MPQ_CHECK(v && (v->kind() == pickle::Value::Kind::kList || v->kind() == pickle::Value::Kind::kTuple), what,
             " is missing or not a list");
@@ -81,7 +76,7 @@ void run_export(const ExportRequest& r) {
   o.reference_dir = r.reference_dir;
   o.source = r.source;
   config::Config c;
-  if (looks_like_checkpoint(r.source)) {
+  if (io::looks_like_checkpoint(r.source)) {
     c = config_of_checkpoint(r.source, r.sets, o.input_side);
     o.recalibrate = false;  // the checkpoint's BatchNorm as it is
   } else {

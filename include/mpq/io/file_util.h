@@ -11,6 +11,13 @@ namespace mpq::io {
 // be opened or read (a directory, a permission, an I/O error).
 std::string read_file(const std::string& path);
 
+// The first `n` bytes of the file (fewer when it is shorter); errors as read_file.
+std::string read_head(const std::string& path, size_t n);
+
+// Whether the file starts as torch.save's output does: a zip archive, or a
+// bare pickle (protocol 2 or later, the legacy format).
+bool looks_like_checkpoint(const std::string& path);
+
 // Writes `data` to `path` without ever leaving a torn file: a regular file
 // (or a new one) is replaced atomically (temporary file beside it, fsync,
 // rename; the old file's permissions kept); a symlink is written through to
