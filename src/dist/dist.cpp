@@ -127,7 +127,7 @@ bool nccl_built() {
 
 Group::Group(const Env& env, std::chrono::milliseconds timeout, Backend backend, torch::Device device)
     : env_(env), timeout_(timeout), backend_(backend), device_(device) {
-  MPQ_ASSERT(backend != Backend::Nccl || (nccl_built() && device.is_cuda()),
+  MPQ_ASSERT(backend != Backend::kNccl || (nccl_built() && device.is_cuda()),
              "the NCCL backend needs a CUDA device and a build against a LibTorch with c10d NCCL");
   c10d::TCPStoreOptions so;
   so.port = static_cast<uint16_t>(env.master_port);
@@ -149,7 +149,7 @@ Group::Group(const Env& env, std::chrono::milliseconds timeout, Backend backend,
                                       "); check MASTER_ADDR/MASTER_PORT and that ",
                                       env.agent_store ? "torchrun's agent" : "rank 0", " is running"));
   }
-  if (backend == Backend::Nccl) {
+  if (backend == Backend::kNccl) {
 #ifdef MPQ_HAVE_NCCL
     pg_ = make_nccl_group(store_, env.rank, env.world_size, timeout);
 #endif
@@ -258,7 +258,7 @@ void Group::all_reduce_mean(torch::Tensor& t) {
 // copy, as does, with NCCL, one that is not on the rank's GPU.
 template <typename F>
 void Group::staged(torch::Tensor& t, F&& f) {
-  const bool move = backend_ == Backend::Nccl && t.device() != device_;
+  const bool move = backend_ == Backend::kNccl && t.device() != device_;
   if (!move && t.is_contiguous()) return f(t);
   torch::Tensor c = move ? t.to(device_).contiguous() : t.contiguous();
   f(c);
@@ -317,7 +317,7 @@ class GlooPending : public Group::Pending {
 }  // namespace
 
 std::unique_ptr<Group::Pending> Group::all_reduce_sum_async(torch::Tensor t) {
-  MPQ_ASSERT(t.is_contiguous() && (backend_ != Backend::Nccl || t.device() == device_),
+  MPQ_ASSERT(t.is_contiguous() && (backend_ != Backend::kNccl || t.device() == device_),
              "all_reduce_sum_async takes a contiguous tensor on the group's device");
   c10::intrusive_ptr<c10d::Work> w;
   guarded("all-reduce", [&] {

@@ -42,7 +42,7 @@ Env env_from_environment();
 // c10d's backends: Gloo (CPU tensors, and CUDA tensors through host memory
 // in a CUDA build) and NCCL (CUDA tensors; CUDA builds whose LibTorch has
 // c10d NCCL, see src/dist/nccl.cpp).
-enum class Backend { Gloo, Nccl };
+enum class Backend { kGloo, kNccl };
 bool nccl_built();
 
 // ProcessGroupNCCL over `store`; defined only where nccl_built().
@@ -57,7 +57,7 @@ c10::intrusive_ptr<c10d::Backend> make_nccl_group(const c10::intrusive_ptr<c10d:
 // whose heartbeat stopped are named in the error (a RuntimeError).
 class Group {
  public:
-  Group(const Env& env, std::chrono::milliseconds timeout, Backend backend = Backend::Gloo,
+  Group(const Env& env, std::chrono::milliseconds timeout, Backend backend = Backend::kGloo,
         torch::Device device = torch::kCPU);
   ~Group();
   const Env& env() const { return env_; }

@@ -39,19 +39,19 @@ torch::Device pick_device(const dist::Env& env, const std::string& training_devi
 
 // dist_backend: auto takes NCCL for CUDA tensors where this build has it.
 dist::Backend pick_backend(const config::Config& c, const torch::Device& device, bool rank0) {
-  if (c.dist_backend == "gloo") return dist::Backend::Gloo;
+  if (c.dist_backend == "gloo") return dist::Backend::kGloo;
   if (c.dist_backend == "nccl") {
     MPQ_CHECK(dist::nccl_built(), "dist_backend: nccl, but this mpq was built without c10d's NCCL backend (a CPU "
               "LibTorch, or no nccl.h at build time: see the cmake output); use dist_backend: gloo");
     MPQ_CHECK(device.is_cuda(), "dist_backend: nccl needs CUDA tensors, and this process sees no CUDA device; use "
               "dist_backend: gloo");
-    return dist::Backend::Nccl;
+    return dist::Backend::kNccl;
   }
-  if (device.is_cuda() && dist::nccl_built()) return dist::Backend::Nccl;
+  if (device.is_cuda() && dist::nccl_built()) return dist::Backend::kNccl;
   if (device.is_cuda() && rank0)
     mpq::log::warn("this mpq was built without c10d's NCCL backend: Gloo carries the CUDA tensors through host memory "
                  "(slower); rebuild against a LibTorch and nccl.h with NCCL for multi-GPU speed");
-  return dist::Backend::Gloo;
+  return dist::Backend::kGloo;
 }
 
 }  // namespace
@@ -70,7 +70,7 @@ Context make_context(const config::Config& c) {
     const dist::Backend backend = pick_backend(c, ctx.device, ctx.rank0());
     ctx.group = std::make_unique<dist::Group>(ctx.env, std::chrono::seconds(c.dist_timeout), backend, ctx.device);
     mpq::log::info("rank {}/{}: joined the group at {}:{} ({} on {})", ctx.env.rank, ctx.env.world_size,
-                 ctx.env.master_addr, ctx.env.master_port, backend == dist::Backend::Nccl ? "NCCL" : "Gloo",
+                 ctx.env.master_addr, ctx.env.master_port, backend == dist::Backend::kNccl ? "NCCL" : "Gloo",
                  ctx.device.str());
   }
   torch::manual_seed(static_cast<uint64_t>(c.seed));
@@ -90,10 +90,10 @@ void attach(Context& ctx, Model& m, bool sync_bn) {
     }
   }
   if (sync_bn) {
-    if (g) models::set_batchnorm_sync([g](torch::Tensor& t) { g->all_reduce_sum(t); });
-    else models::set_batchnorm_sync([](torch::Tensor&) {});
+    if (g) ctx.bn_sync.install([g](torch::Tensor& t) { g->all_reduce_sum(t); });
+    else ctx.bn_sync.install([](torch::Tensor&) {});
   } else {
-    models::set_batchnorm_sync({});
+    ctx.bn_sync.install({});
   }
 }
 

@@ -8,6 +8,7 @@
 
 #include "dist/dist.h"
 #include "engine/model_setup.h"
+#include "models/zoo.h"
 #include "mpq/config/config.h"
 
 namespace mpq::engine {
@@ -15,6 +16,7 @@ namespace mpq::engine {
 struct Context {
   dist::Env env;
   std::unique_ptr<dist::Group> group;
+  models::BatchNormSync bn_sync;  // after `group`: removed before the group it calls goes
   torch::Device device = torch::kCPU;
   bool rank0() const { return env.rank == 0; }
 };

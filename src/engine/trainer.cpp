@@ -222,7 +222,7 @@ void train(const config::Config& c, Mode mode) {
     // After the checkpoint that records the epoch, never before it.
     files.epoch(epoch, lr, train_meter, val, images / secs, secs);
   }
-  models::set_batchnorm_sync({});
+  ctx.bn_sync.install({});
   if (pos.best_epoch >= 0)
     mpq::log::info("done: best val top1 {:.2f} at epoch {}; checkpoints in {}", pos.best_top1, pos.best_epoch + 1,
                  files.dir());

@@ -8,6 +8,7 @@
 
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <torch/nn/module.h>
@@ -118,6 +119,31 @@ TORCH_MODULE(BatchNorm);
 // on one process, so one and several processes compute alike.
 void set_batchnorm_sync(std::function<void(torch::Tensor&)> sum_in_place);
 bool batchnorm_sync_enabled();
+
+// Owns the reducer it installs: removed when the owner goes, by an exception
+// too, so no BatchNorm outlives its run's group still calling into it.
+class BatchNormSync {
+ public:
+  BatchNormSync() = default;
+  BatchNormSync(BatchNormSync&& o) noexcept : installed_(o.installed_) { o.installed_ = false; }
+  BatchNormSync& operator=(BatchNormSync&& o) noexcept {
+    std::swap(installed_, o.installed_);
+    return *this;
+  }
+  BatchNormSync(const BatchNormSync&) = delete;
+  BatchNormSync& operator=(const BatchNormSync&) = delete;
+  ~BatchNormSync() {
+    if (installed_) set_batchnorm_sync({});
+  }
+  // Installs `sum_in_place`, or with an empty function removes the reducer.
+  void install(std::function<void(torch::Tensor&)> sum_in_place) {
+    installed_ = static_cast<bool>(sum_in_place);
+    set_batchnorm_sync(std::move(sum_in_place));
+  }
+
+ private:
+  bool installed_ = false;
+};
 
 // Names: resnet18, resnet50, mobilenetv1, resnet20. InputError listing the
 // known names otherwise.
