@@ -23,12 +23,14 @@ struct SearchArgs {
   std::string model, geometry, indicators, output, solver = "exact", macs = "original";
   std::vector<int> bits, wbits, abits;
   double wb = 0, ab = 0, cr = 0, alpha = 2.0, time_limit_s = 60, max_cost = 0, relative_gap = 0;
-  bool bops = false, json = false, no_outlier_rule = false;
+  bool bops = false, json = false, no_outlier_rule = false, reverse = false;
+  int64_t random_seed = -1;
+  double random_fill = 0.99;
   int input_size = 224, in_channels = 3, num_classes = 1000;
   std::string cost_table, max_act_mem, sweep, csv, svg;
   int points = 50;
   std::vector<std::string> pins, min_bits, max_bits, same_wa, ties;
-  const CLI::Option *points_opt = nullptr, *wb_opt = nullptr, *ab_opt = nullptr, *gap_opt = nullptr;
+  const CLI::Option *fill_opt = nullptr, *points_opt = nullptr, *wb_opt = nullptr, *ab_opt = nullptr, *gap_opt = nullptr;
 };
 
 // "512K", "1.5MiB", "200000": bytes (K/M/G are powers of 1024, KB/MB/GB of 1000).
@@ -96,7 +98,10 @@ void run_search(const SearchArgs& a) {
     in.num_classes = a.num_classes;
     geometry = search::zoo_geometry(a.model, in);
   }
-  const io::Indicators ind = io::load_indicators(a.indicators);
+  MPQ_CHECK(a.random_seed < 0 || a.sweep.empty(), "--random-policy: draws one policy; drop --sweep");
+  MPQ_CHECK(a.random_seed >= 0 || a.fill_opt->count() == 0, "--random-fill: only with --random-policy SEED");
+  const io::Indicators loaded = io::load_indicators(a.indicators);
+  const io::Indicators ind = a.reverse ? search::reverse_importance(loaded, a.alpha) : loaded;
   search::Constraints c;
   c.bops = a.bops;
   c.wb = a.wb;
@@ -138,7 +143,8 @@ void run_search(const SearchArgs& a) {
   pol.geometry = a.geometry;
   pol.indicators_path = a.indicators;
   pol.indicators_sha256 = io::sha256_file(a.indicators);
-  pol.method = a.solver;
+  pol.method = a.random_seed >= 0 ? fmt::format("random (seed {})", a.random_seed) : a.solver;
+  if (a.reverse) pol.method += ", reversed indicators";
   pol.outlier_rule = outliers;
   pol.problem = &problem;
 
@@ -162,7 +168,9 @@ void run_search(const SearchArgs& a) {
     return;
   }
 
-  const search::SearchResult r = search::solve(problem, opt);
+  const search::SearchResult r = a.random_seed >= 0
+      ? search::random_policy(problem, static_cast<uint64_t>(a.random_seed), a.random_fill)
+      : search::solve(problem, opt);
   switch (r.status) {
     case search::Status::kInfeasible: throw Error(r.message, ExitCode::kInfeasible);
     case search::Status::kTimeLimitNoSolution: throw Error(r.message, ExitCode::kTimeLimit);
@@ -175,7 +183,8 @@ void run_search(const SearchArgs& a) {
       spdlog::info("search: stopped within the relative gap {:.3g} of the optimum (--gap {:g}; objective {:.8f}, "
                    "bound {:.8f})", r.relative_gap(), a.relative_gap, r.objective, r.bound);
       break;
-    case search::Status::kOptimal: break;
+    case search::Status::kOptimal:
+    case search::Status::kRandom: break;
   }
   pol.result = &r;
   pol.report = search::make_report(problem, r.w_bits, r.a_bits);
@@ -235,6 +244,14 @@ Command setup_search(CLI::App& app) {
                   "BitOPs MAC count: original (default: as the original script, reproduces the paper) or exact")
       ->check(CLI::IsMember({"original", "exact"}));
   sub->add_flag("--no-outlier-rule", a->no_outlier_rule, "keep the indicator tables as they are (default: the original's rule)");
+  sub->add_option("--random-policy", a->random_seed,
+                  "instead of searching, draw a random policy under the same budgets and rules (a baseline), seeded")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 62));
+  a->fill_opt = sub->add_option("--random-fill", a->random_fill,
+                                "with --random-policy: least share of the budget the draw must use (default 0.99)")
+                    ->check(CLI::Range(0.0, 1.0));
+  sub->add_flag("--reverse-indicators", a->reverse,
+                "reverse the layers' importance order before searching (a sanity check: the worst policy)");
   sub->add_option("-o,--output", a->output, "write the policy here instead of stdout ('-': stdout)");
   sub->add_flag("--json", a->json, "write the policy as JSON instead of YAML");
   sub->add_option("--input-size", a->input_size, "zoo geometry: input height and width (default 224)")

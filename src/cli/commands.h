@@ -25,6 +25,7 @@ Command setup_extract(CLI::App& app);
 Command setup_finetune(CLI::App& app);
 Command setup_eval(CLI::App& app);
 Command setup_export(CLI::App& app);
+Command setup_importance(CLI::App& app);
 
 // A torch subcommand that takes a YAML config and --set overrides.
 Command config_command(CLI::App& app, const char* name, const char* help);

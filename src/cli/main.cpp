@@ -25,7 +25,8 @@ int main(int argc, char** argv) {
       "saving a checkpoint.");
   std::vector<mpq::cli::Command> commands;
   for (auto setup : {mpq::cli::setup_search, mpq::cli::setup_pretrain, mpq::cli::setup_extract,
-                     mpq::cli::setup_finetune, mpq::cli::setup_eval, mpq::cli::setup_export})
+                     mpq::cli::setup_finetune, mpq::cli::setup_eval, mpq::cli::setup_export,
+                     mpq::cli::setup_importance})
     commands.push_back(setup(app));
   // The first word that is not an option or its value must be a command.
   std::string names;

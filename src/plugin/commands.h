@@ -26,6 +26,17 @@ struct ExportRequest {
 // mpq export: the ONNX graph of a finetuned network, its report on stdout.
 void run_export(const ExportRequest& r);
 
+struct ImportanceRequest {
+  std::string config;  // a pretrain config: network, pre_trained weights, candidates, data
+  std::vector<std::string> sets;
+  std::string output;
+  int batches = 8;
+};
+
+// mpq importance: a baseline importance that needs no joint training (the
+// quantization error of every layer at every candidate), as an indicator file.
+void run_importance(const ImportanceRequest& r);
+
 // mpq pretrain|finetune|eval CONFIG [--set key=value]...
 void run_config_command(const std::string& command, const std::string& config, const std::vector<std::string>& sets);
 

@@ -54,6 +54,15 @@ extern "C" __attribute__((visibility("default"))) int mpq_torch_plugin_run(const
       mpq::plugin::run_export(r);
       return 0;
     }
+    if (command == "importance") {
+      mpq::plugin::ImportanceRequest r;
+      r.config = str(req->config.config);
+      for (int i = 0; i < req->config.num_sets; ++i) r.sets.push_back(str(req->config.sets[i]));
+      r.output = str(req->importance.output);
+      r.batches = req->importance.batches;
+      mpq::plugin::run_importance(r);
+      return 0;
+    }
     if (command == "pretrain" || command == "finetune" || command == "eval") {
       std::vector<std::string> sets;
       for (int i = 0; i < req->config.num_sets; ++i) sets.push_back(str(req->config.sets[i]));

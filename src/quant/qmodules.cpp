@@ -36,6 +36,7 @@ void QConv2dImpl::set_bits(int w, int a) {
 bool QConv2dImpl::absorbs_relu() const { return input_after_relu && quan_a_fn && act_bits > 0 && act_bits < 32; }
 
 torch::Tensor QConv2dImpl::forward(torch::Tensor x) {
+  if (input_probe) input_probe(absorbs_relu() ? torch::relu(x) : x);
   if (quan_a_fn) x = quan_a_fn->forward(x, act_bits, absorbs_relu());
   const torch::Tensor w = quan_w_fn->forward(weight, weight_bits);
   return torch::conv2d(x, w, bias, stride_, padding_, dilation_, groups_);

@@ -32,6 +32,9 @@ class QConv2dImpl : public torch::nn::Module, public models::ReluAbsorber {
   // (Slot::after_relu) and the input quantizer is on: it then quantizes relu(x).
   bool absorbs_relu() const override;
   bool input_after_relu = false;
+  // When set, called with every input, as the activation quantizer receives
+  // it (after the owner's ReLU), before it is quantized (mpq importance).
+  std::function<void(const torch::Tensor&)> input_probe;
   const std::vector<int64_t>& stride() const { return stride_; }
   const std::vector<int64_t>& padding() const { return padding_; }
   const std::vector<int64_t>& dilation() const { return dilation_; }

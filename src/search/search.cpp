@@ -41,6 +41,7 @@ const char* status_name(Status s) {
     case Status::kInfeasible: return "infeasible";
     case Status::kTimeLimitNoSolution: return "time_limit_no_solution";
     case Status::kWithinGap: return "within_gap";
+    case Status::kRandom: return "random";
   }
   return "?";
 }

@@ -168,7 +168,7 @@ TEST(Cli, BadInputIsOneLineAndExit2) {
       {"search --model resnet50 --i " + ind + base + " --time-limit 0", "--time-limit: must be a positive number"},
       {"search --i " + ind + base, "name the network with --model"},
       {"search --model resnet50 --i " + ind + base + " --bogus", "bogus"},
-      {"frobnicate", "'frobnicate' is not a command (search, pretrain, extract, finetune, eval, export)"},
+      {"frobnicate", "'frobnicate' is not a command (search, pretrain, extract, finetune, eval, export, importance)"},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(c.args);
@@ -181,7 +181,7 @@ TEST(Cli, BadInputIsOneLineAndExit2) {
 }
 
 TEST(Cli, HelpForEverySubcommand) {
-  for (const char* sub : {"", "search", "pretrain", "extract", "finetune", "eval", "export"}) {
+  for (const char* sub : {"", "search", "pretrain", "extract", "finetune", "eval", "export", "importance"}) {
     const Result r = mpq_run(std::string(sub) + " --help");
     EXPECT_EQ(r.code, 0) << sub;
     EXPECT_NE(r.out.find("Usage"), std::string::npos) << sub;
@@ -376,6 +376,24 @@ TEST(Cli, RulesPinTieAndBoundTheBits) {
   EXPECT_EQ(pol["constraints"]["rules"].size(), 5u);
 }
 
+TEST(Cli, RandomPoliciesAndReversedIndicatorsAreMarkedInThePolicy) {
+  const Result r = mpq_run(paper_search() + " --wb 3 --ab 4 --bops --random-policy 5");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const YAML::Node pol = YAML::Load(r.out);
+  EXPECT_EQ(pol["solver"]["status"].as<std::string>(), "random");
+  EXPECT_EQ(pol["solver"]["method"].as<std::string>(), "random (seed 5)");
+  EXPECT_GE(pol["report"]["gbitops"].as<double>(), 0.99 * pol["report"]["target_gbitops"].as<double>());
+  const YAML::Node again = YAML::Load(mpq_run(paper_search() + " --wb 3 --ab 4 --bops --random-policy 5").out);
+  EXPECT_EQ(again["weight_bits"].as<std::vector<int>>(), pol["weight_bits"].as<std::vector<int>>());  // seeded
+  EXPECT_EQ(again["act_bits"].as<std::vector<int>>(), pol["act_bits"].as<std::vector<int>>());
+  const Result v = mpq_run(paper_search() + " --wb 3 --ab 4 --bops --reverse-indicators");
+  ASSERT_EQ(v.code, 0) << v.err;
+  const YAML::Node rev = YAML::Load(v.out);
+  EXPECT_EQ(rev["solver"]["method"].as<std::string>(), "exact, reversed indicators");
+  const YAML::Node fwd = YAML::Load(mpq_run(paper_search() + " --wb 3 --ab 4 --bops").out);
+  EXPECT_NE(rev["weight_bits"].as<std::vector<int>>(), fwd["weight_bits"].as<std::vector<int>>());
+}
+
 TEST(Cli, BadSearchInputIsOneLineWithItsExitCodeAndLeavesNoFile) {
   mpq::test::TempDir dir;
   double unused = 0;
@@ -404,7 +422,11 @@ TEST(Cli, BadSearchInputIsOneLineWithItsExitCodeAndLeavesNoFile) {
            {" --bops --wb 3 --ab 4 --gap 2", 2, "--gap: must be at least 0 and below 1"},
            {" --bops --wb 3 --ab 4 --gap 0.01 --solver cbc", 2, "--gap: only with the exact solver"},
            {" --cr 12 --wb 3 --ab 4", 2, "--wb/--ab: set the BitOPs budget only with --bops"},
-           {" --cr 12 --points 7", 2, "--points: only with --sweep"}}) {
+           {" --cr 12 --points 7", 2, "--points: only with --sweep"},
+           {" --bops --wb 3 --ab 4 --random-fill 0.5", 2, "--random-fill: only with --random-policy SEED"},
+           {" --sweep bops=4:36 --random-policy 1", 2, "--random-policy: draws one policy; drop --sweep"},
+           {" --bops --wb 3 --ab 4 --random-policy 1 --tie layer1.0.conv3,layer1.0.downsample.0", 2,
+            "--random-policy: --tie is not supported"}}) {
     SCOPED_TRACE(args);
     const std::string cmd = args.find("--b ") == std::string::npos && args.find("--wbits") != std::string::npos
                                 ? "search --model resnet50 --i " + mpq::test::golden("importance_indicators_resnet50.pkl") + args

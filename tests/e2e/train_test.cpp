@@ -3,8 +3,11 @@
 // files, finetune and eval of a policy.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <map>
 
+#include "mpq/io/indicators.h"
 #include "mpq/io/tb_events.h"
 #include "train_fixture.h"
 
@@ -74,6 +77,53 @@ TEST(Train, FullPrecisionThenEvalOfAPolicy) {
   const size_t at = efp.out.find("top1: ");
   ASSERT_NE(at, std::string::npos);
   EXPECT_GT(std::stod(efp.out.substr(at + 6)), 60.0) << efp.out;
+}
+
+TEST(Train, ImportanceIsTheQuantizationErrorOfTheFloatNetwork) {
+  Fixture f;
+  const Result fp = mpq_run("finetune " + f.config("fp", "fp", "epochs: 1\nwarmup_epochs: 0\ncheckpoint_steps: 0\n"), f.dir);
+  ASSERT_EQ(fp.code, 0) << fp.err;
+  const std::string ckpt = f.run_dir("fp") + "/best.pt";
+  const std::string cfg = f.config("imp", "pretrain", "pre_trained: " + ckpt + "\n");
+  const std::string out = f.dir.file("qerror.pkl");
+  const Result r = mpq_run("importance " + cfg + " -o " + out + " --batches 2", f.dir);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("on 64 images"), std::string::npos) << r.err;  // 2 batches of 32
+  const mpq::io::Indicators ind = mpq::io::load_indicators(out);
+  ASSERT_EQ(ind.layer_names.size(), 20u);
+  EXPECT_EQ(ind.layer_names[0], "layer1.0.conv1");
+  // Errors grow as the bits fall, for every layer, weights and activations.
+  for (size_t l = 0; l < 20; ++l)
+    for (const auto* t : {&ind.weight[l], &ind.act[l]}) {
+      ASSERT_EQ(t->size(), 3u);
+      EXPECT_LT(t->at(4), t->at(3)) << ind.layer_names[l];
+      EXPECT_LT(t->at(3), t->at(2)) << ind.layer_names[l];
+    }
+  // The weight error from its definition: rounding at the LSQ initial step size.
+  const auto ck = mpq::torchio::read_checkpoint(ckpt);
+  torch::Tensor w;
+  for (const auto& [k, t] : ck.state)
+    if (k == "layer2.0.conv2.weight") w = t.to(torch::kDouble);
+  ASSERT_TRUE(w.defined());
+  const double mu = w.mean().item<double>(), sd = w.std().item<double>();
+  const size_t at = std::find(ind.layer_names.begin(), ind.layer_names.end(), "layer2.0.conv2") - ind.layer_names.begin();
+  ASSERT_LT(at, ind.layer_names.size());
+  for (int b : {4, 3, 2}) {
+    const double s = static_cast<float>(std::max(std::abs(mu - 3 * sd), std::abs(mu + 3 * sd)) / std::pow(2.0, b - 1));
+    const double n = -std::pow(2.0, b - 1), p = std::pow(2.0, b - 1) - 1;
+    const double expect = ((w / s).clamp(n, p).round() * s - w).pow(2).sum().item<double>();
+    EXPECT_NEAR(ind.weight[at].at(b), expect, 1e-5 * expect) << b;
+  }
+  // The search takes it as it takes learned indicators.
+  const Result s = mpq_run("search --model resnet20 --input-size 28 --in-channels 1 --num-classes 10 --i " + out +
+                               " --b 4 3 2 --wb 3 --ab 3 --bops",
+                           f.dir);
+  EXPECT_EQ(s.code, 0) << s.err;
+  // Random weights measure nothing: a config without pre_trained is refused.
+  const Result none = mpq_run("importance " + f.config("imp0", "pretrain") + " -o " + f.dir.file("x.pkl"), f.dir);
+  EXPECT_EQ(none.code, 2);
+  EXPECT_NE(none.err.find("pre_trained"), std::string::npos) << none.err;
+  EXPECT_FALSE(exists(f.dir.file("x.pkl")));
 }
 
 TEST(Train, DivergenceStopsWithTheStep) {

@@ -4,7 +4,9 @@
 
 #include <cmath>
 #include <functional>
+#include <map>
 #include <random>
+#include <set>
 #include <tuple>
 
 #include <yaml-cpp/yaml.h>
@@ -663,4 +665,105 @@ TEST(SearchExtensions, AGapStopsEarlyAndSaysSo) {
   EXPECT_LE(r.objective, exact.objective * (1 + 1e-3));
   o.relative_gap = 1.5;
   EXPECT_THROW_MSG(solve(p, o), "--gap: must be at least 0 and below 1");
+}
+
+namespace {
+
+// Sum of a policy's BitOPs over the searchable layers.
+double bops_of(const SearchProblem& p, const SearchResult& r) {
+  double s = 0;
+  for (size_t l = 0; l < p.num_layers(); ++l) s += double(p.macs[l]) * r.w_bits[l] * r.a_bits[l];
+  return s;
+}
+
+}  // namespace
+
+TEST(RandomPolicy, FillsTheBudgetWithinOnePercentIsSeededAndMaximal) {
+  const SearchProblem p = paper_problem(0, true);  // BitOPs of uniform W3A4 only
+  std::set<std::vector<int>> distinct;
+  for (uint64_t seed = 0; seed < 20; ++seed) {
+    const SearchResult r = random_policy(p, seed);
+    ASSERT_EQ(r.status, Status::kRandom) << r.message;
+    expect_valid(p, r);
+    EXPECT_GE(bops_of(p, r), 0.99 * p.bops_budget());
+    // Maximal: no single step up (one side of one layer to the next candidate) still fits.
+    for (size_t l = 0; l < p.num_layers(); ++l)
+      for (int side = 0; side < 2; ++side) {
+        const auto& bits = side == 0 ? p.wbits : p.abits;
+        const int now = side == 0 ? r.w_bits[l] : r.a_bits[l];
+        int next = 99;
+        for (int b : bits)
+          if (b > now) next = std::min(next, b);
+        if (next == 99) continue;
+        const double other = side == 0 ? r.a_bits[l] : r.w_bits[l];
+        EXPECT_GT(bops_of(p, r) + double(p.macs[l]) * (next - now) * other, p.bops_budget()) << "layer " << l;
+      }
+    const SearchResult again = random_policy(p, seed);
+    EXPECT_EQ(again.w_bits, r.w_bits);
+    EXPECT_EQ(again.a_bits, r.a_bits);
+    std::vector<int> key = r.w_bits;
+    key.insert(key.end(), r.a_bits.begin(), r.a_bits.end());
+    distinct.insert(key);
+  }
+  EXPECT_GE(distinct.size(), 19u);  // 52 layers: seeds do not collide
+}
+
+TEST(RandomPolicy, KeepsEveryBudgetAndRuleOfRandomProblems) {
+  Random R(77);
+  int drawn = 0;
+  for (int trial = 0; trial < 300; ++trial) {
+    SearchProblem p;
+    if (!random_problem(R, trial, p) || !p.tie.empty()) continue;
+    if (!p.constraints.bops && p.constraints.cr == 0 && p.constraints.max_cost == 0) {
+      EXPECT_THROW(random_policy(p, 1), mpq::InputError);  // nothing to fill: every layer would go to the top
+      continue;
+    }
+    const SearchResult r = random_policy(p, static_cast<uint64_t>(trial), /*min_fill=*/0.0);
+    if (r.status != Status::kRandom) {
+      EXPECT_EQ(r.status, Status::kInfeasible);
+      EXPECT_FALSE(r.message.empty());
+      continue;
+    }
+    ++drawn;
+    expect_valid(p, r);
+  }
+  EXPECT_GT(drawn, 50);
+}
+
+TEST(RandomPolicy, UnreachableFillAndTiesAreRefused) {
+  SearchProblem p = paper_problem(0, true);
+  const SearchResult r = random_policy(p, 1, /*min_fill=*/1.0, /*max_draws=*/5);
+  EXPECT_EQ(r.status, Status::kInfeasible);
+  EXPECT_NE(r.message.find("--random-fill"), std::string::npos) << r.message;
+  apply_layer_rules(p, {parse_layer_rule(LayerRule::Kind::kTie, "--tie", "layer1.0.conv1,layer1.0.conv2")});
+  EXPECT_THROW(random_policy(p, 1), mpq::InputError);
+}
+
+TEST(ReverseImportance, PermutesWholeTablesInReversedOrderOfSensitivity) {
+  const auto ind = mpq::io::load_indicators(mpq::test::golden("importance_indicators_resnet50.pkl"));
+  const auto rev = reverse_importance(ind, 2.0);
+  const size_t L = ind.layer_names.size();
+  auto score = [](const mpq::io::Indicators& x, size_t l) {
+    auto rise = [](const std::map<int, double>& t) { return t.begin()->second - t.rbegin()->second; };
+    return rise(x.act[l]) + 2.0 * rise(x.weight[l]);
+  };
+  ASSERT_EQ(rev.layer_names, ind.layer_names);
+  size_t most = 0, least = 0;
+  for (size_t l = 0; l < L; ++l) {
+    if (score(ind, l) > score(ind, most)) most = l;
+    if (score(ind, l) < score(ind, least)) least = l;
+  }
+  EXPECT_EQ(rev.weight[least], ind.weight[most]);
+  EXPECT_EQ(rev.act[least], ind.act[most]);
+  EXPECT_EQ(rev.weight[most], ind.weight[least]);
+  // Every table moves whole: the reversed set is a permutation of the original's.
+  std::multiset<std::pair<std::map<int, double>, std::map<int, double>>> a, b;
+  for (size_t l = 0; l < L; ++l) a.insert({ind.weight[l], ind.act[l]}), b.insert({rev.weight[l], rev.act[l]});
+  EXPECT_EQ(a, b);
+  // Sensitivity order reversed: rank of a layer before = L - 1 - its rank after.
+  std::vector<double> before(L), after(L);
+  for (size_t l = 0; l < L; ++l) before[l] = score(ind, l), after[l] = score(rev, l);
+  for (size_t x = 0; x < L; ++x)
+    for (size_t y = 0; y < L; ++y)
+      if (before[x] < before[y]) EXPECT_GE(after[x], after[y]) << x << " " << y;
 }

@@ -4,7 +4,7 @@
 #ifndef MPQ_PLUGIN_TORCH_PLUGIN_H_
 #define MPQ_PLUGIN_TORCH_PLUGIN_H_
 
-#define MPQ_TORCH_PLUGIN_ABI 3
+#define MPQ_TORCH_PLUGIN_ABI 4
 
 #ifdef __cplusplus
 extern "C" {
@@ -35,15 +35,23 @@ typedef struct mpq_torch_export_args {
   const char* reference_dir; /* NULL or "": none */
 } mpq_torch_export_args;
 
+/* mpq importance CONFIG -o OUT [--batches N] [--set key=value]...: CONFIG and
+ * the overrides travel in the request's `config`. */
+typedef struct mpq_torch_importance_args {
+  const char* output;
+  int batches; /* calibration batches of the training split */
+} mpq_torch_importance_args;
+
 /* One torch subcommand to run: `command` is "pretrain", "finetune", "eval"
- * (their arguments in `config`), "extract" (in `extract`) or "export" (in
- * `config` and `export_`). */
+ * (their arguments in `config`), "extract" (in `extract`), "export" (in
+ * `config` and `export_`) or "importance" (in `config` and `importance`). */
 typedef struct mpq_torch_request {
   int abi; /* MPQ_TORCH_PLUGIN_ABI of the caller */
   const char* command;
   mpq_torch_config_args config;
   mpq_torch_extract_args extract;
   mpq_torch_export_args export_;
+  mpq_torch_importance_args importance;
 } mpq_torch_request;
 
 typedef struct mpq_torch_response {

@@ -148,10 +148,13 @@ struct SolveOptions {
   std::vector<int> start_w, start_a;
 };
 
-enum class Status { kOptimal, kTimeLimit, kInfeasible, kTimeLimitNoSolution, kWithinGap };
+// kRandom: a random policy under the budgets (random_policy), not a search's.
+enum class Status { kOptimal, kTimeLimit, kInfeasible, kTimeLimitNoSolution, kWithinGap, kRandom };
 
 // A status with a solution: optimal, within the requested gap, or the best found at the time limit.
-inline bool has_solution(Status s) { return s == Status::kOptimal || s == Status::kWithinGap || s == Status::kTimeLimit; }
+inline bool has_solution(Status s) {
+  return s == Status::kOptimal || s == Status::kWithinGap || s == Status::kTimeLimit || s == Status::kRandom;
+}
 
 struct SearchResult {
   Status status = Status::kInfeasible;
@@ -171,6 +174,23 @@ struct SearchResult {
 };
 
 SearchResult solve(const SearchProblem& p, const SolveOptions& options);
+
+// A random policy under the problem's budgets and rules, the baseline a
+// searched one has to beat (--random-policy SEED). Each draw starts every
+// layer at its lowest allowed bits and takes uniformly chosen steps (one
+// layer's weight or activation up to its next allowed candidate) among those
+// that keep every budget, until none does; a draw whose binding budget is
+// used less than `min_fill` is redrawn, up to `max_draws` times (then
+// kInfeasible with the reason). The objective is the policy's under the
+// indicators; the same seed gives the same policy. Ties are refused.
+SearchResult random_policy(const SearchProblem& p, uint64_t seed, double min_fill = 0.99, int max_draws = 100000);
+
+// The indicators with the layers' importance order reversed
+// (--reverse-indicators), a sanity check that should search the worst
+// policy: layers are ranked by how much their tables rise from the highest
+// to the lowest bit-width (activation + alpha * weight), and the k-th least
+// sensitive layer takes the k-th most sensitive one's tables.
+io::Indicators reverse_importance(const io::Indicators& ind, double alpha);
 
 // The figures the original prints (METHOD.md §4).
 struct Report {
