@@ -1,0 +1,241 @@
+#!/usr/bin/env bash
+# The study (a benchmark, not a test): do the learned indicators buy accuracy
+# on real data? ResNet-20 on Fashion-MNIST, on this CPU:
+#   1. the full-precision network (the demo's config)
+#   2. indicator training with 3 seeds, the initial scales (no training
+#      steps), and seed 0 at 4 other lengths
+#   3. at each budget: the searched policy of every indicator seed, uniform
+#      bits (where the budget is a uniform point), 5 random policies, the
+#      policy of the reversed indicators, that of the initial scales and that
+#      of a baseline importance without joint training (`mpq importance`)
+#   4. every distinct policy finetuned with one recipe from the same
+#      full-precision weights, 3 seeds each, and evaluated once on the test split
+#   5. docs/STUDY.md and its plots, written by scripts/study_report.py from
+#      the results
+# Every finished run leaves a `done` file and is never redone: a rerun (after
+# an interrupt, a full disk, a crash) continues with the runs left; a run cut
+# short is started again from scratch.
+#
+#   bash scripts/study.sh            # everything left, then the report
+#   bash scripts/study.sh --report   # the report from what is finished
+#
+# MPQ_STUDY_DIR (default out/study) holds the runs; MPQ_STUDY_SEEDS (default
+# "0 1 2") the finetuning seeds. Exit: 0 done, 1 a run failed (its log is
+# named), 2 missing dataset or bad arguments.
+set -Eeuo pipefail
+cd "$(dirname "$0")/.."
+S=${MPQ_STUDY_DIR:-out/study}
+SEEDS=${MPQ_STUDY_SEEDS:-0 1 2}
+report_only=0
+case "${1:-}" in
+  --report) report_only=1 ;;
+  "") ;;
+  *) echo "study: unknown argument '$1' (use no argument, or --report)" >&2; exit 2 ;;
+esac
+data=/usr/share/datasets/fashion-mnist
+if [ "$report_only" = 0 ]; then
+  if ! ls "$data"/train-images-idx3-ubyte* >/dev/null 2>&1; then
+    echo "study: Fashion-MNIST not found in $data; install Debian's dataset-fashion-mnist (bash scripts/install_deps.sh)" >&2
+    exit 2
+  fi
+  bash scripts/install_deps.sh
+  bash scripts/build.sh
+fi
+mkdir -p "$S/bin"
+mpq=$S/bin/mpq
+if [ "$report_only" = 0 ]; then
+  # The study's own copy of the binaries: a rebuild while it runs changes nothing under it.
+  cp build/mpq "$S/bin/mpq.tmp" && mv "$S/bin/mpq.tmp" "$S/bin/mpq"
+  cp build/libmpq_torch.so "$S/bin/libmpq_torch.so.tmp" && mv "$S/bin/libmpq_torch.so.tmp" "$S/bin/libmpq_torch.so"
+fi
+t_start=$(date +%s)
+
+fp_cfg=configs/fashion_mnist_resnet20_fp.yaml
+ind_cfg=configs/fashion_mnist_resnet20_pretrain.yaml
+ft_cfg=configs/fashion_mnist_resnet20_finetune.yaml
+# The finetuning recipe of every policy: 1 epoch on 10% of the training set,
+# 5% of it held out for validation (the choice of budgets reads that split;
+# the test split is evaluated once per run).
+ft_recipe=(--set epochs=1 --set dataloader.fraction=0.1 --set dataloader.val_split=0.05)
+cands=(--b 6 5 4 3 2)
+# Budgets: name and search flags. Chosen from the calibration sweep of
+# uniform policies on the validation split (docs/STUDY.md says how).
+budgets=(w2a3 w3a3 cr14)
+declare -A budget_flags=(
+  [w2a3]="--wb 2 --ab 3 --bops"
+  [w3a3]="--wb 3 --ab 3 --bops"
+  [cr14]="--cr 14"
+)
+declare -A budget_uniform=([w2a3]="2/3" [w3a3]="3/3")
+lengths=(0.01 0.02 0.04 0.16)  # indicator-training data fractions beside the main 0.08 (2 epochs each)
+alphas=(0.5 8 32)              # the objective's weight on the weight indicators, beside the default 2
+
+# ---- bookkeeping --------------------------------------------------------
+current=""
+fail() {
+  local rc=$?
+  [ -n "$current" ] && echo "study: run '$current' failed (exit $rc); its log: $current/log.txt; fix the cause and rerun" \
+    "(finished runs are kept)" >&2
+  exit 1
+}
+trap fail ERR
+trap 'echo "study: interrupted; rerun to continue (finished runs are kept)" >&2; exit 130' INT TERM
+
+runs_done=0 runs_seconds=0
+# run DIR CMD...: runs CMD once, logging into DIR/log.txt; DIR/done holds its seconds.
+run() {
+  local dir=$1 t0 t1
+  shift
+  [ -f "$dir/done" ] && return 0
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  current=$dir
+  echo "study: $dir" >&2
+  t0=$(date +%s.%N)
+  "$@" >"$dir/stdout.txt" 2>"$dir/log.txt"
+  t1=$(date +%s.%N)
+  awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.1f\n", b - a}' >"$dir/seconds.txt"
+  mv "$dir/seconds.txt" "$dir/done"
+  current=""
+  runs_done=$((runs_done + 1))
+  runs_seconds=$(awk -v s="$runs_seconds" -v d="$(cat "$dir/done")" 'BEGIN {print s + d}')
+}
+
+# ---- 1. full precision ----------------------------------------------------
+stage_fp() {
+  run "$S/fp" $mpq finetune "$fp_cfg" --set output_dir="$S" --set name=fp_train
+  [ -f "$S/fp_train/best.pt" ] || { echo "study: $S/fp_train/best.pt missing; remove $S/fp and rerun" >&2; exit 1; }
+}
+
+# ---- 2. indicators ----------------------------------------------------------
+# indicators NAME OVERRIDES...: trains and extracts $S/ind/NAME.pkl.
+do_indicators() {
+  local name=$1
+  shift
+  $mpq pretrain "$ind_cfg" --set output_dir="$S/ind/train" --set name="$name" --set pre_trained="$S/fp_train/best.pt" "$@"
+  $mpq extract "$S/ind/train/$name/last.pt" -o "$S/ind/$name.pkl" >"$S/ind/$name.md"
+}
+indicators() { run "$S/ind/$1" do_indicators "$@"; }
+# The baseline importance without joint training: quantization errors of the full-precision network.
+do_qerror() {
+  $mpq importance "$ind_cfg" --set pre_trained="$S/fp_train/best.pt" --set seed=0 -o "$S/ind/qerror.pkl" >"$S/ind/qerror.md"
+}
+stage_indicators() {
+  local s f
+  for s in 0 1 2; do indicators "s$s" --set seed=$s; done
+  # The initial scales: one step at a learning rate of 1e-12 moves no float32 scale.
+  indicators init --set seed=0 --set lr=1e-12 --set min_lr=0 --set epochs=1 --set dataloader.fraction=0.003
+  run "$S/ind/qerror" do_qerror
+}
+stage_lengths() {
+  local f
+  for f in "${lengths[@]}"; do indicators "len$f" --set seed=0 --set dataloader.fraction="$f"; done
+}
+
+# ---- 3. policies --------------------------------------------------------------
+# policy BUDGET NAME INDICATORS EXTRA...: $S/policies/BUDGET/NAME.yaml
+policy() {
+  local b=$1 name=$2 ind=$3
+  shift 3
+  local out="$S/policies/$b/$name.yaml"
+  [ -f "$out" ] && return 0
+  mkdir -p "$S/policies/$b"
+  current="$S/policies/$b/$name"
+  # shellcheck disable=SC2086
+  $mpq search --geometry "$S/ind/s0.geometry.yaml" --i "$ind" "${cands[@]}" ${budget_flags[$b]} "$@" \
+    -o "$out.tmp" 2>"$S/policies/$b/$name.log.txt"
+  mv "$out.tmp" "$out"
+  current=""
+}
+stage_policies() {
+  local b k f
+  for b in "${budgets[@]}"; do
+    for k in 0 1 2; do policy "$b" "limpq_s$k" "$S/ind/s$k.pkl"; done
+    policy "$b" init "$S/ind/init.pkl"
+    policy "$b" qerror "$S/ind/qerror.pkl"
+    policy "$b" reversed "$S/ind/s0.pkl" --reverse-indicators
+    for k in 0 1 2 3 4; do policy "$b" "random$k" "$S/ind/s0.pkl" --random-policy "$k"; done
+    if [ -n "${budget_uniform[$b]:-}" ]; then policy "$b" uniform "$S/ind/s0.pkl" --pin "*=${budget_uniform[$b]}"; fi
+    # Why the search picks what it picks: the objective's weighting of the weight indicators.
+    for k in "${alphas[@]}"; do policy "$b" "alpha$k" "$S/ind/s0.pkl" --alpha "$k"; done
+  done
+  # The calibration sweep: uniform points around the budgets (BitOPs of the point itself).
+  for k in 2/2 2/3 3/3 4/4; do
+    local w=${k%/*} a=${k#*/}
+    budget_flags[calib]="--wb $w --ab $a --bops"
+    policy calib "w${w}a$a" "$S/ind/s0.pkl" --pin "*=$k"
+  done
+}
+stage_length_policies() {
+  local f b
+  for f in "${lengths[@]}"; do for b in "${budgets[@]}"; do policy "$b" "len$f" "$S/ind/len$f.pkl"; done; done
+}
+# The bits of a policy file, one line: what makes two policies the same.
+bits_key() { grep -E '^(weight_bits|act_bits):' "$1" | tr -d ' \n' | sha256sum | cut -c1-12; }
+
+# ---- 4. finetuning -------------------------------------------------------------
+# finetune BUDGET POLICY_FILE SEED: $S/ft/BUDGET/KEY/seedN (the policy's bits name the folder).
+do_finetune() {
+  local pol=$1 dir=$2 seed=$3
+  $mpq finetune "$ft_cfg" --set policy="$pol" --set pre_trained="$S/fp_train/best.pt" --set output_dir="$dir" \
+    --set name=run --set seed="$seed" "${ft_recipe[@]}"
+  $mpq eval "$ft_cfg" --set policy="$pol" --set pre_trained="$dir/run/best.pt" >"$dir/eval.yaml"
+}
+finetune() {
+  local b=$1 pol=$2 seed=$3 key
+  key=$(bits_key "$pol")
+  mkdir -p "$S/ft/$b/$key"
+  [ -f "$S/ft/$b/$key/policy.yaml" ] || cp "$pol" "$S/ft/$b/$key/policy.yaml"
+  run "$S/ft/$b/$key/seed$seed" do_finetune "$S/ft/$b/$key/policy.yaml" "$S/ft/$b/$key/seed$seed" "$seed"
+}
+planned=()
+plan() { planned+=("$1|$2|$3"); }
+stage_finetune() {
+  local seed b name f n=0 total t_now eta
+  # Calibration first, then seed by seed so that a partial study has whole seeds.
+  for name in w2a2 w2a3 w3a3 w4a4; do plan calib "$S/policies/calib/$name.yaml" 0; done
+  for seed in $SEEDS; do
+    for b in "${budgets[@]}"; do
+      for f in "$S/policies/$b"/limpq_s0.yaml "$S/policies/$b"/uniform.yaml "$S/policies/$b"/random*.yaml \
+        "$S/policies/$b"/reversed.yaml "$S/policies/$b"/init.yaml "$S/policies/$b"/qerror.yaml \
+        "$S/policies/$b"/limpq_s1.yaml \
+        "$S/policies/$b"/limpq_s2.yaml "$S/policies/$b"/alpha*.yaml; do
+        [ -f "$f" ] && plan "$b" "$f" "$seed"
+      done
+    done
+  done
+  total=${#planned[@]}
+  local left=0 p
+  for p in "${planned[@]}"; do
+    IFS='|' read -r b f seed <<<"$p"
+    [ -f "$S/ft/$b/$(bits_key "$f")/seed$seed/done" ] || left=$((left + 1))
+  done
+  echo "study: $total finetuning runs planned, $left left" >&2
+  runs_done=0 runs_seconds=0  # the ETA counts finetuning runs only
+  for p in "${planned[@]}"; do
+    IFS='|' read -r b f seed <<<"$p"
+    n=$((n + 1))
+    if [ "$runs_done" -gt 0 ]; then
+      eta=$(awk -v s="$runs_seconds" -v d="$runs_done" -v l="$left" 'BEGIN {t = s / d * l; printf "%d:%02d", t / 60, t % 60}')
+      echo "study: [$n/$total] ETA $eta" >&2
+    fi
+    if [ ! -f "$S/ft/$b/$(bits_key "$f")/seed$seed/done" ]; then
+      finetune "$b" "$f" "$seed"
+      left=$((left - 1))
+    fi
+  done
+}
+
+if [ "$report_only" = 0 ]; then
+  stage_fp
+  stage_indicators
+  stage_policies
+  stage_finetune
+  stage_lengths
+  stage_length_policies
+fi
+trap - ERR
+echo "study: this invocation took $(($(date +%s) - t_start)) s" >&2
+python3 scripts/study_report.py "$S" docs --command "bash scripts/study.sh" --commit "$(git rev-parse --short HEAD)" \
+  --budget-flags "$(for b in "${budgets[@]}"; do printf '%s=%s;' "$b" "${budget_flags[$b]}"; done)" \
+  --recipe "${ft_recipe[*]}"
