@@ -21,7 +21,7 @@
 #
 # MPQ_STUDY_DIR (default out/study) holds the runs; MPQ_STUDY_SEEDS (default
 # "0 1 2") the finetuning seeds. Exit: 0 done, 1 a run failed (its log is
-# named), 2 missing dataset or bad arguments.
+# named), 2 missing dataset or bad arguments, 130 interrupted.
 set -Eeuo pipefail
 cd "$(dirname "$0")/.."
 S=${MPQ_STUDY_DIR:-out/study}
@@ -74,6 +74,10 @@ alphas=(0.5 8 32)              # the objective's weight on the weight indicators
 current=""
 fail() {
   local rc=$?
+  if [ "$rc" = 5 ] || [ "$rc" = 130 ]; then  # mpq stopped by SIGINT/SIGTERM (exit 5), or the shell itself
+    echo "study: interrupted during '${current:-the study}'; rerun to continue (finished runs are kept, this one starts again)" >&2
+    exit 130
+  fi
   [ -n "$current" ] && echo "study: run '$current' failed (exit $rc); its log: $current/log.txt; fix the cause and rerun" \
     "(finished runs are kept)" >&2
   exit 1

@@ -315,7 +315,7 @@ def main():
     P("")
     P("The full-precision run holds out no validation split (the demo's config), so its figure is its own "
       "evaluation of the test split; nothing was chosen on it. Budgets: the BitOPs of uniform W2A3 and of W3A3, where quantization visibly costs accuracy, "
-      "and a size-only budget, a compression ratio of 14x (about 2.4 weight bits on average; 15.9x is the 2-bit "
+      "and a size-only budget, a compression ratio of 14x (about 2.3 bits per weight element on average; 15.9x is the 2-bit "
       "limit with the first conv and fc at 8 bits).")
     P("")
 
@@ -419,6 +419,14 @@ def main():
             ra = [a0[l][bt] / ai[l][bt] for l in range(len(a0))]
             P(f"| {bt} | {statistics.median(rw):.3f} [{min(rw):.3f}, {max(rw):.3f}] | "
               f"{statistics.median(ra):.3f} [{min(ra):.3f}, {max(ra):.3f}] |")
+        P("")
+        P("Per layer (seed 0), s_trained / s_init at each bit-width:")
+        P("")
+        P("| layer | " + " | ".join(f"W{bt}" for bt in bits) + " | " + " | ".join(f"A{bt}" for bt in bits) + " |")
+        P("|---|" + "---|" * (2 * len(bits)))
+        for l, n in enumerate(names_l):
+            P(f"| {n} | " + " | ".join(f"{w0[l][bt] / wi[l][bt]:.3f}" for bt in bits) + " | " +
+              " | ".join(f"{a0[l][bt] / ai[l][bt]:.4f}" for bt in bits) + " |")
         P("")
         lens = sorted([(float(n[3:]), n) for n in ind if n.startswith("len")] + [(0.08, "s0")])
         if len(lens) > 1:
