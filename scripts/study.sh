@@ -152,7 +152,7 @@ policy() {
   current=""
 }
 stage_policies() {
-  local b k f
+  local b k
   for b in "${budgets[@]}"; do
     for k in 0 1 2; do policy "$b" "limpq_s$k" "$S/ind/s$k.pkl"; done
     policy "$b" init "$S/ind/init.pkl"

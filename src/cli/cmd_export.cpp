@@ -42,10 +42,9 @@ Command setup_export(CLI::App& app) {
               io::check_output_writable("--reference", a->reference);
             }
             std::vector<const char*> sets;
-            for (const auto& s : a->sets) sets.push_back(s.c_str());
             mpq_torch_request req{};
             req.command = "export";
-            req.config = {a->source.c_str(), static_cast<int>(sets.size()), sets.data()};
+            req.config = config_args(a->source, a->sets, sets);
             req.export_ = {a->output.c_str(), a->opset, a->reference.c_str()};
             run_torch_command(req);
           }};

@@ -32,10 +32,9 @@ Command setup_importance(CLI::App& app) {
             io::check_output_is_not_an_input("-o", a->output, {{"the config", a->config}});
             io::check_output_writable("-o", a->output);
             std::vector<const char*> sets;
-            for (const auto& s : a->sets) sets.push_back(s.c_str());
             mpq_torch_request req{};
             req.command = "importance";
-            req.config = {a->config.c_str(), static_cast<int>(sets.size()), sets.data()};
+            req.config = config_args(a->config, a->sets, sets);
             req.importance = {a->output.c_str(), a->batches};
             run_torch_command(req);
           }};

@@ -27,6 +27,11 @@ Command setup_eval(CLI::App& app);
 Command setup_export(CLI::App& app);
 Command setup_importance(CLI::App& app);
 
+// The request's view of a config and its --set overrides; `storage` holds
+// the pointers and must outlive the request.
+mpq_torch_config_args config_args(const std::string& config, const std::vector<std::string>& sets,
+                                  std::vector<const char*>& storage);
+
 // A torch subcommand that takes a YAML config and --set overrides.
 Command config_command(CLI::App& app, const char* name, const char* help);
 

@@ -71,6 +71,13 @@ void run_torch_command(mpq_torch_request req) {
   // The plugin stays loaded until exit: libtorch does not support unloading.
 }
 
+mpq_torch_config_args config_args(const std::string& config, const std::vector<std::string>& sets,
+                                  std::vector<const char*>& storage) {
+  storage.clear();
+  for (const auto& s : sets) storage.push_back(s.c_str());
+  return {config.c_str(), static_cast<int>(storage.size()), storage.data()};
+}
+
 Command config_command(CLI::App& app, const char* name, const char* help) {
   struct Args {
     std::string config;
@@ -85,10 +92,9 @@ Command config_command(CLI::App& app, const char* name, const char* help) {
             // Validated here, torch-free, before any data or model is touched.
             (void)config::load_config(a->config, a->sets);
             std::vector<const char*> sets;
-            for (const auto& s : a->sets) sets.push_back(s.c_str());
             mpq_torch_request req{};
             req.command = command.c_str();
-            req.config = {a->config.c_str(), static_cast<int>(sets.size()), sets.data()};
+            req.config = config_args(a->config, a->sets, sets);
             run_torch_command(req);
           }};
 }

@@ -23,29 +23,6 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 // OUT without its .pkl: where the files beside the indicators go.
 std::string stem(const std::string& out) { return ends_with(out, ".pkl") ? out.substr(0, out.size() - 4) : out; }
 
-// The indicators as a table on stdout, highest bits first; '*' marks a value
-// the search's outlier rule erases (smaller than at the next higher bit-width).
-void print_table(const io::Indicators& ind, std::vector<int> bits) {
-  std::sort(bits.rbegin(), bits.rend());
-  std::string head = "| layer |";
-  for (const char* kind : {"W", "A"})
-    for (int b : bits) head += " " + std::string(kind) + std::to_string(b) + " |";
-  std::printf("%s\n|---|", head.c_str());
-  for (size_t k = 0; k < 2 * bits.size(); ++k) std::printf("---|");
-  std::printf("\n");
-  for (size_t l = 0; l < ind.layer_names.size(); ++l) {
-    std::printf("| %s |", ind.layer_names[l].c_str());
-    for (const auto* table : {&ind.weight[l], &ind.act[l]}) {
-      std::vector<double> v;
-      for (int b : bits) v.push_back(table->at(b));
-      for (size_t k = 0; k < v.size(); ++k)
-        std::printf(" %.6g%s |", v[k], k > 0 && v[k] < v[k - 1] ? "*" : "");
-    }
-    std::printf("\n");
-  }
-  std::fflush(stdout);
-}
-
 // For a zoo network, the geometry file `mpq search --geometry` reads, beside
 // the indicators; input channels and classes come from the weights.
 void write_geometry(const torchio::Checkpoint& ck, const std::vector<std::string>& layers, const std::string& out,
@@ -77,6 +54,29 @@ void write_geometry(const torchio::Checkpoint& ck, const std::vector<std::string
 }
 
 }  // namespace
+
+// The indicators as a table on stdout, highest bits first; '*' marks a value
+// the search's outlier rule erases (smaller than at the next higher bit-width).
+void print_indicator_table(const io::Indicators& ind, std::vector<int> bits) {
+  std::sort(bits.rbegin(), bits.rend());
+  std::string head = "| layer |";
+  for (const char* kind : {"W", "A"})
+    for (int b : bits) head += " " + std::string(kind) + std::to_string(b) + " |";
+  std::printf("%s\n|---|", head.c_str());
+  for (size_t k = 0; k < 2 * bits.size(); ++k) std::printf("---|");
+  std::printf("\n");
+  for (size_t l = 0; l < ind.layer_names.size(); ++l) {
+    std::printf("| %s |", ind.layer_names[l].c_str());
+    for (const auto* table : {&ind.weight[l], &ind.act[l]}) {
+      std::vector<double> v;
+      for (int b : bits) v.push_back(table->at(b));
+      for (size_t k = 0; k < v.size(); ++k)
+        std::printf(" %.6g%s |", v[k], k > 0 && v[k] < v[k - 1] ? "*" : "");
+    }
+    std::printf("\n");
+  }
+  std::fflush(stdout);
+}
 
 void run_extract(const ExtractOptions& o) {
   const std::string& ckpt = o.checkpoint;
@@ -128,7 +128,7 @@ void run_extract(const ExtractOptions& o) {
   }
   io::save_indicators(out, ind, /*module_prefix=*/true);
   mpq::log::info("extract: {} layers x {} bit-widths written to {}", layers.size(), bits.size(), out);
-  print_table(ind, bits);
+  print_indicator_table(ind, bits);
   const std::string plot = stem(out) + ".svg";
   io::write_file_atomic(plot, io::indicators_svg(ind, bits));
   mpq::log::info("extract: plot of the indicators written to {}", plot);

@@ -10,13 +10,13 @@
 // Hessian's trace, here unweighted and applied to activations as well. The
 // network runs in full precision, so every layer sees its float input.
 #include <cmath>
-#include <cstdio>
 #include <map>
 
 #include <torch/torch.h>
 
 #include "engine/model_setup.h"
 #include "engine/sources.h"
+#include "quant/lsq.h"
 #include "mpq/common/error.h"
 #include "mpq/common/log.h"
 #include "mpq/config/config.h"
@@ -41,21 +41,20 @@ void run_importance(const ImportanceRequest& r) {
   for (size_t l = 0; l < L; ++l) {
     quant::QConv2dImpl& conv = *q.convs[l];
     conv.set_bits(32, 32);  // the float network: every layer reads its float input
-    const torch::Tensor w = conv.weight.detach().to(torch::kDouble);
-    for (size_t k = 0; k < K; ++k) {
-      const torch::Tensor s = conv.quan_w_fn->s.detach().narrow(0, static_cast<int64_t>(k), 1).to(torch::kDouble);
-      const quant::Thresholds t = quant::thresholds(bits[k], false, false);
-      const torch::Tensor wq = (w / s).clamp(t.neg, t.pos).round() * s;
-      err_w[l][k] = (wq - w).pow(2).sum().item<double>();
-    }
-    conv.input_probe = [&err_a, &bits, l, K](const torch::Tensor& x) {
-      const torch::Tensor xd = x.detach().to(torch::kDouble);
-      const double mean_abs = xd.abs().mean().item<double>();
+    // Squared error of `x` rounded by the training's own LSQ op at step size `s`.
+    const auto error = [](const torch::Tensor& x, const torch::Tensor& s, const quant::Thresholds& t) {
+      return (quant::lsq_quantize(x, s, t, 1.0, /*clamp_scale=*/false) - x).to(torch::kDouble).pow(2).sum().item<double>();
+    };
+    const torch::Tensor w = conv.weight.detach();
+    for (size_t k = 0; k < K; ++k)
+      err_w[l][k] = error(w, conv.quan_w_fn->s.detach().narrow(0, static_cast<int64_t>(k), 1),
+                          quant::thresholds(bits[k], false, false));
+    conv.input_probe = [&err_a, &bits, l, K, error](const torch::Tensor& x) {
+      const double mean_abs = x.detach().abs().to(torch::kDouble).mean().item<double>();
       for (size_t k = 0; k < K; ++k) {
         const quant::Thresholds t = quant::thresholds(bits[k], true, false);
-        const double s = std::max(2 * mean_abs / std::sqrt(t.pos), 1e-12);
-        const torch::Tensor xq = (xd / s).clamp(t.neg, t.pos).round() * s;
-        err_a[l][k] += (xq - xd).pow(2).sum().item<double>();
+        const torch::Tensor s = torch::full({1}, std::max(2 * mean_abs / std::sqrt(t.pos), 1e-12), x.options());
+        err_a[l][k] += error(x.detach(), s, t);
       }
     };
   }
@@ -84,19 +83,7 @@ void run_importance(const ImportanceRequest& r) {
   io::save_indicators(r.output, ind, /*module_prefix=*/true);
   log::info("importance: quantization error of {} layers x {} bit-widths on {} images written to {}", L, K, images,
             r.output);
-  std::printf("| layer |");
-  for (const char* kind : {"W", "A"})
-    for (int b : bits) std::printf(" %s%d |", kind, b);
-  std::printf("\n|---|");
-  for (size_t k = 0; k < 2 * K; ++k) std::printf("---|");
-  std::printf("\n");
-  for (size_t l = 0; l < L; ++l) {
-    std::printf("| %s |", q.names[l].c_str());
-    for (const auto* t : {&ind.weight[l], &ind.act[l]})
-      for (int b : bits) std::printf(" %.6g |", t->at(b));
-    std::printf("\n");
-  }
-  std::fflush(stdout);
+  print_indicator_table(ind, bits);
 }
 
 }  // namespace mpq::plugin

@@ -4,6 +4,8 @@
 #include <string>
 #include <vector>
 
+#include "mpq/io/indicators.h"
+
 namespace mpq::plugin {
 
 struct ExtractOptions {
@@ -11,6 +13,10 @@ struct ExtractOptions {
   std::vector<int> bits;  // empty: the checkpoint's record of its candidates
   int input_size = 0;     // 0: the checkpoint's record, else the model's default
 };
+
+// Indicators as a Markdown table on stdout, highest bits first; '*' marks a
+// value the search's outlier rule erases (cmd_extract.cpp).
+void print_indicator_table(const io::Indicators& ind, std::vector<int> bits);
 
 // mpq extract: indicators out of a checkpoint, a table of them on stdout,
 // their plot and, for a zoo network, the geometry file beside the output.

@@ -23,6 +23,12 @@ int fail(mpq_torch_response* r, int code, const std::string& msg) {
   return code;
 }
 
+std::vector<std::string> config_sets(const mpq_torch_request& req) {
+  std::vector<std::string> sets;
+  for (int i = 0; i < req.config.num_sets; ++i) sets.push_back(req.config.sets[i] ? req.config.sets[i] : "");
+  return sets;
+}
+
 }  // namespace
 
 extern "C" __attribute__((visibility("default"))) int mpq_torch_plugin_abi(void) { return MPQ_TORCH_PLUGIN_ABI; }
@@ -47,7 +53,7 @@ extern "C" __attribute__((visibility("default"))) int mpq_torch_plugin_run(const
     if (command == "export") {
       mpq::plugin::ExportRequest r;
       r.source = str(req->config.config);
-      for (int i = 0; i < req->config.num_sets; ++i) r.sets.push_back(str(req->config.sets[i]));
+      r.sets = config_sets(*req);
       r.output = str(req->export_.output);
       r.reference_dir = str(req->export_.reference_dir);
       r.opset = req->export_.opset;
@@ -57,16 +63,14 @@ extern "C" __attribute__((visibility("default"))) int mpq_torch_plugin_run(const
     if (command == "importance") {
       mpq::plugin::ImportanceRequest r;
       r.config = str(req->config.config);
-      for (int i = 0; i < req->config.num_sets; ++i) r.sets.push_back(str(req->config.sets[i]));
+      r.sets = config_sets(*req);
       r.output = str(req->importance.output);
       r.batches = req->importance.batches;
       mpq::plugin::run_importance(r);
       return 0;
     }
     if (command == "pretrain" || command == "finetune" || command == "eval") {
-      std::vector<std::string> sets;
-      for (int i = 0; i < req->config.num_sets; ++i) sets.push_back(str(req->config.sets[i]));
-      mpq::plugin::run_config_command(command, str(req->config.config), sets);
+      mpq::plugin::run_config_command(command, str(req->config.config), config_sets(*req));
       return 0;
     }
     return fail(resp, 1, "mpq " + command + ": unknown torch command (mpq and its plugin come from different builds?)");
