@@ -57,8 +57,7 @@ search::Candidates candidates(const SearchArgs& a) {
 
 void write_output(const std::string& path, const std::string& text, const char* what) {
   if (path.empty() || path == "-") {
-    std::fwrite(text.data(), 1, text.size(), stdout);
-    std::fflush(stdout);
+    io::write_file_atomic("-", text);
   } else {
     io::write_file_atomic(path, text);
     spdlog::info("search: {} written to {}", what, path);

@@ -54,6 +54,8 @@ spdlog::level::level_enum to_spdlog(Level l) {
 
 void set_level(Level level) { spdlog::set_level(to_spdlog(level)); }
 
+bool enabled(Level level) { return spdlog::default_logger_raw()->should_log(to_spdlog(level)); }
+
 std::string vformat(std::string_view format, const std::vector<Arg>& args) {
   fmt::dynamic_format_arg_store<fmt::format_context> store;
   for (const Arg& a : args) {

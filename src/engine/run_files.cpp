@@ -1,6 +1,8 @@
 #include "engine/run_files.h"
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <cstdlib>
 #include <filesystem>
 #include <sstream>
@@ -19,6 +21,8 @@ void RunFiles::open(const config::Config& c, int next_epoch) {
   std::error_code ec;
   fs::create_directories(dir_, ec);
   MPQ_CHECK_T(RuntimeError, !ec, dir_, ": cannot create the run folder (", ec.message(), ")");
+  for (const std::string& p : io::remove_stale_temp_files(dir_))
+    log::info("removed {}, a checkpoint half-written by a run that was killed", p);
   io::write_file_atomic(dir_ + "/config.yaml", config::to_yaml(c));
   const std::string csv = dir_ + "/metrics.csv", header =
       "epoch,lr,train_loss,train_top1,train_top5,val_loss,val_top1,val_top5,images_per_s,seconds\n";
@@ -54,6 +58,7 @@ void RunFiles::epoch(int e, double lr, const Meter& t, const std::optional<Meter
                 ips, secs);
   csv_ << line;
   csv_.flush();
+  MPQ_CHECK_T(RuntimeError, csv_.good(), dir_, "/metrics.csv: write failed (", std::strerror(errno), ")");
   tb_->scalar("train/loss", t.loss(), e);
   tb_->scalar("train/top1", t.top1(), e);
   tb_->scalar("train/top5", t.top5(), e);

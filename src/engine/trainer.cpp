@@ -181,7 +181,7 @@ void train(const config::Config& c, Mode mode) {
       if (flags & 1) {
         progress.clear();
         checkpoint(last);
-        throw Error(detail::concat("interrupted by ", signal_received() == SIGTERM ? "SIGTERM" : "a signal",
+        throw Error(detail::concat("interrupted by ", signal_received() == SIGTERM ? "SIGTERM" : "SIGINT",
                                    "; saved ", last, " (epoch ", epoch + 1, ", step ", pos.batch,
                                    "); continue with --set resume.path=auto"),
                     ExitCode::kInterrupted);

@@ -1,5 +1,6 @@
 // Atomic file writes and SHA-256 (FIPS 180-4), torch-free.
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -20,6 +21,9 @@ namespace mpq::io {
 namespace fs = std::filesystem;
 
 namespace {
+
+// A temporary file's name: the target's, this infix and the writer's pid.
+constexpr const char* kTempInfix = ".tmp.";
 
 [[noreturn]] void write_failed(const std::string& path, const char* what, int err) {
   throw RuntimeError(path + ": " + what + " (" + std::strerror(err) + ")");
@@ -70,7 +74,7 @@ void write_file_atomic(const std::string& path, const std::string& data) {
     if (!ok) write_failed(path, "write failed", err);
     return;
   }
-  const std::string tmp = target + ".tmp." + std::to_string(::getpid());
+  const std::string tmp = target + kTempInfix + std::to_string(::getpid());
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, exists ? (st.st_mode & 07777) : 0644);
   if (fd < 0) write_failed(path, "cannot write", errno);
   if (exists) (void)::fchmod(fd, st.st_mode & 07777);  // not narrowed by the umask
@@ -85,6 +89,23 @@ void write_file_atomic(const std::string& path, const std::string& data) {
     ::unlink(tmp.c_str());
     write_failed(path, "cannot rename into place", e);
   }
+}
+
+std::vector<std::string> remove_stale_temp_files(const std::string& dir) {
+  std::vector<std::string> removed;
+  std::error_code ec;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    const size_t at = name.rfind(kTempInfix);
+    if (at == std::string::npos || at == 0) continue;
+    const std::string pid = name.substr(at + std::strlen(kTempInfix));
+    if (pid.empty() || pid.size() > 9 || pid.find_first_not_of("0123456789") != std::string::npos) continue;
+    // A writer that still runs (this process or another) keeps its file.
+    if (::kill(static_cast<pid_t>(std::stol(pid)), 0) == 0 || errno != ESRCH) continue;
+    std::error_code rm;
+    if (it->is_regular_file(rm) && fs::remove(it->path(), rm)) removed.push_back(it->path().string());
+  }
+  return removed;
 }
 
 void check_output_is_not_an_input(const std::string& output_flag, const std::string& output,

@@ -1,7 +1,9 @@
 // mpq extract (METHOD.md §3): the learned scales of every searchable layer's
 // weight and activation quantizers, as the original's indicator pickle.
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <map>
 
 
@@ -75,7 +77,8 @@ void print_indicator_table(const io::Indicators& ind, std::vector<int> bits) {
     }
     std::printf("\n");
   }
-  std::fflush(stdout);
+  MPQ_CHECK_T(RuntimeError, std::fflush(stdout) == 0 && !std::ferror(stdout), "stdout: write failed (",
+              std::strerror(errno), ")");
 }
 
 void run_extract(const ExtractOptions& o) {
@@ -126,9 +129,9 @@ void run_extract(const ExtractOptions& o) {
     ind.weight.push_back(std::move(wt));
     ind.act.push_back(std::move(at));
   }
+  print_indicator_table(ind, bits);  // first: a stdout that fails leaves no file written
   io::save_indicators(out, ind, /*module_prefix=*/true);
   mpq::log::info("extract: {} layers x {} bit-widths written to {}", layers.size(), bits.size(), out);
-  print_indicator_table(ind, bits);
   const std::string plot = stem(out) + ".svg";
   io::write_file_atomic(plot, io::indicators_svg(ind, bits));
   mpq::log::info("extract: plot of the indicators written to {}", plot);

@@ -2,12 +2,14 @@
 // Nothing leaves an entry point but a return code and one line of text.
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <string>
 #include <vector>
 
 #include <c10/util/Exception.h>
+#include <c10/util/Logging.h>
 
 #include "mpq/common/log.h"
 #include "mpq/common/error.h"
@@ -29,6 +31,15 @@ std::vector<std::string> config_sets(const mpq_torch_request& req) {
   return sets;
 }
 
+// c10's own log lines (glog style, often with a whole C++ backtrace) about
+// failures that mpq reports itself in one line, such as a master it cannot
+// reach: kept from --log-level debug on, or when TORCH_CPP_LOG_LEVEL asks.
+void quiet_torch_logging() {
+  if (std::getenv("TORCH_CPP_LOG_LEVEL") != nullptr || mpq::log::enabled(mpq::log::Level::debug)) return;
+  FLAGS_caffe2_log_level = c10::GLOG_FATAL;
+  c10::UpdateLoggingLevelsFromFlags();
+}
+
 }  // namespace
 
 extern "C" __attribute__((visibility("default"))) int mpq_torch_plugin_abi(void) { return MPQ_TORCH_PLUGIN_ABI; }
@@ -42,6 +53,7 @@ extern "C" __attribute__((visibility("default"))) int mpq_torch_plugin_run(const
   try {
     const std::string command = req->command ? req->command : "";
     const auto str = [](const char* p) { return std::string(p ? p : ""); };
+    quiet_torch_logging();
     mpq::log::debug("{}", mpq::tune_malloc_for_training());
     if (command == "extract") {
       const mpq_torch_extract_args& a = req->extract;

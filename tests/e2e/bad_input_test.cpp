@@ -17,6 +17,8 @@
 #include <map>
 #include <sstream>
 
+#include "mpq/config/config.h"
+#include "mpq/io/file_util.h"
 #include "mpq/io/indicators.h"
 #include "mpq/io/pickle.h"
 #include "train_fixture.h"
@@ -85,6 +87,48 @@ void altered(const std::string& src, const std::string& dst, const std::string& 
   if (!value.isNone()) meta.emplace_back(key, value);
   mpq::torchio::save_checkpoint(dst, {}, meta);
 }
+
+// A shell command line's exit code (128 + N for a signal) and stderr.
+struct Ran {
+  int code;
+  std::string err;
+};
+Ran sh(const std::string& command) {
+  const std::string err = "/tmp/mpq_bad_err." + std::to_string(getpid());
+  const int status = std::system(("{ " + command + " ; } 2>" + err).c_str());
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), read_all(err)};
+}
+
+// The counts of a sweep; judge() checks one command that must fail.
+struct Tally {
+  int n = 0, aborts = 0, unclear = 0, changed = 0, wrong_code = 0;
+  // `r` must end with `code`, never by a signal or an internal error, with
+  // exactly one error line (stderr lines that are not progress logs)
+  // holding `expect`; `diff` lists the files it changed.
+  void judge(const std::string& kind, const Ran& r, int code, const std::string& expect, const std::string& diff) {
+    ++n;
+    std::vector<std::string> lines;
+    std::istringstream in(r.err);
+    for (std::string l; std::getline(in, l);)
+      if (l.rfind("info: ", 0) != 0 && l.rfind("warn: ", 0) != 0) lines.push_back(l);
+    const bool abort = r.code >= 128 || r.err.find("internal error") != std::string::npos;
+    const bool clear = lines.size() == 1 && lines[0].find(expect) != std::string::npos;
+    aborts += abort;
+    unclear += !clear;
+    changed += !diff.empty();
+    wrong_code += r.code != code;
+    if (std::getenv("MPQ_SWEEP_VERBOSE"))
+      std::printf("%-10s exit %d  %s\n", kind.c_str(), r.code, lines.empty() ? "(nothing)" : lines.back().c_str());
+    EXPECT_FALSE(abort) << r.err;
+    EXPECT_EQ(r.code, code) << r.err;
+    EXPECT_TRUE(clear) << "expected one error line with '" << expect << "', got:\n" << r.err;
+    EXPECT_EQ(diff, "") << r.err;
+  }
+  void print(const char* what) const {
+    std::printf("%s: %d cases, %d aborts, %d unclear messages, %d with files changed, %d other exit codes\n", what, n,
+                aborts, unclear, changed, wrong_code);
+  }
+};
 
 struct Case {
   std::string kind, args;
@@ -329,40 +373,108 @@ TEST_F(BadInput, EveryCaseExitsCleanlyInOneLineAndChangesNoFile) {
       {"dataset", "finetune " + fpc + " --set dataloader.fraction=0.001", 2, "leave 0 training image(s)"},
       {"dataset", "finetune " + fpc + " --set dataloader.val_split=0.001", 2, "holds out no image"},
   };
-  int aborts = 0, unclear = 0, changed = 0, wrong_code = 0, n = 0;
+  Tally t;
   for (const Case& c : cases) {
-    ++n;
     SCOPED_TRACE(c.kind + ": mpq " + c.args);
     const auto before = snapshot(f.dir.path());
-    const std::string cmd = std::string(MPQ_BINARY) + " " + c.args + " >/tmp/mpq_bad_out." + std::to_string(getpid()) +
-                            " 2>/tmp/mpq_bad_err." + std::to_string(getpid()) + " </dev/null";
-    const int status = std::system(cmd.c_str());
-    const std::string out = read_all("/tmp/mpq_bad_out." + std::to_string(getpid()));
-    const std::string err = read_all("/tmp/mpq_bad_err." + std::to_string(getpid()));
-    const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    // The error: stderr lines that are not progress logs.
-    std::vector<std::string> lines;
-    std::istringstream in(err);
-    for (std::string l; std::getline(in, l);)
-      if (l.rfind("info: ", 0) != 0 && l.rfind("warn: ", 0) != 0) lines.push_back(l);
-    const bool abort = code >= 128 || code == 134 || err.find("internal error") != std::string::npos;
-    const bool clear = lines.size() == 1 && lines[0].find(c.expect) != std::string::npos;
-    const std::string diff = changes(before, snapshot(f.dir.path()));
-    aborts += abort;
-    unclear += !clear;
-    changed += !diff.empty();
-    wrong_code += code != c.code;
-    if (std::getenv("MPQ_SWEEP_VERBOSE"))
-      std::printf("%-10s exit %d  %s\n", c.kind.c_str(), code, lines.empty() ? "(nothing)" : lines.back().c_str());
-    EXPECT_FALSE(abort) << err;
-    EXPECT_EQ(code, c.code) << err;
-    EXPECT_TRUE(clear) << "expected one error line with '" << c.expect << "', got:\n" << err;
-    EXPECT_EQ(diff, "") << err;
-    (void)out;
+    const Ran r = sh(std::string(MPQ_BINARY) + " " + c.args + " >/dev/null </dev/null");
+    t.judge(c.kind, r, c.code, c.expect, changes(before, snapshot(f.dir.path())));
   }
-  std::printf("bad-input sweep: %d cases, %d aborts, %d unclear messages, %d with files changed, %d other exit codes\n",
-              n, aborts, unclear, changed, wrong_code);
-  EXPECT_GE(n, 60);
+  t.print("bad-input sweep");
+  EXPECT_GE(t.n, 60);
+}
+
+// Faults of the process and its surroundings rather than of its inputs: a
+// stdout that is full or closed, a checkpoint write that fails (a file-size
+// limit stands in for a full disk), SIGTERM, SIGINT and SIGKILL mid-epoch, a
+// master that is not there, a closed stderr. Each ends with its documented
+// code and one line, and the last checkpoint is intact with nothing
+// half-written left beside it.
+TEST_F(BadInput, ProcessFaultsEndCleanlyAndKeepTheLastCheckpoint) {
+  const Fixture& f = *f_;
+  const auto p = [&](const std::string& n) { return f.dir.file(n); };
+  const std::string mpq = MPQ_BINARY, pre = f.run_dir("pretrain") + "/last.pt";
+  const std::string search = mpq + " search --model resnet20 --i " + p("ind.pkl") + " --b 4 3 2 --wb 3 --ab 3 --bops";
+  Tally t;
+  // Commands whose output cannot be written change no file.
+  auto output_fault = [&](const std::string& kind, const std::string& cmd, int code, const std::string& expect) {
+    SCOPED_TRACE(kind + ": " + cmd);
+    const auto before = snapshot(f.dir.path());
+    t.judge(kind, sh(cmd + " </dev/null"), code, expect, changes(before, snapshot(f.dir.path())));
+  };
+  output_fault("stdout", search + " >/dev/full", 1, "stdout: write failed (No space left on device)");
+  output_fault("stdout", search + " >&-", 1, "stdout is closed; redirect it to a file");
+  output_fault("stdout", search + " -o /dev/full >/dev/null", 1, "/dev/full: write failed (No space left on device)");
+  output_fault("stdout", mpq + " extract " + pre + " -o " + p("pf.pkl") + " >/dev/full", 1,
+               "stdout: write failed (No space left on device)");
+  // A run folder after a fault: a readable last.pt and no temporary file.
+  auto intact = [&](const std::string& run) {
+    EXPECT_NO_THROW(mpq::torchio::read_checkpoint(run + "/last.pt")) << run;
+    for (const auto& e : fs::directory_iterator(run))
+      EXPECT_EQ(e.path().filename().string().find(".tmp."), std::string::npos) << "left behind: " << e.path();
+  };
+  const std::string epoch1 = "epochs: 1\nwarmup_epochs: 0\ncheckpoint_steps: 0\n";
+  {  // The checkpoint cannot be written: last.pt, best.pt and metrics.csv stay as the first epoch left them.
+    SCOPED_TRACE("checkpoint write fails");
+    const std::string cfg = f.config("pf_full", "fp", epoch1) + " --set dataloader.fraction=0.25";
+    ASSERT_EQ(mpq_run("finetune " + cfg, f.dir).code, 0);
+    const std::string run = f.run_dir("pf_full");
+    std::map<std::string, std::string> before;
+    for (const char* n : {"last.pt", "best.pt", "metrics.csv"}) before[n] = mpq::io::sha256_file(run + "/" + n);
+    // SIGXFSZ ignored: a write past the limit fails with EFBIG, as one on a full disk fails with ENOSPC.
+    const Ran r = sh("trap '' XFSZ; ulimit -f 1024; exec " + mpq + " finetune " + cfg +
+                     " --set epochs=2 --set resume.path=auto >/dev/null");
+    std::string diff;
+    for (const auto& [n, h] : before)
+      if (mpq::io::sha256_file(run + "/" + n) != h) diff += " changed " + n;
+    t.judge("disk", r, 1, "last.pt: write failed (File too large)", diff);
+    intact(run);
+  }
+  for (const auto& [sig, name] : {std::pair{SIGTERM, "SIGTERM"}, std::pair{SIGINT, "SIGINT"}}) {
+    SCOPED_TRACE(name);
+    const std::string run_name = std::string("pf_") + name;
+    const int status = run_and_signal("finetune", f.config(run_name, "fp"), f.run_dir(run_name), sig,
+                                      p(run_name + ".err"), 2);
+    const Ran r{WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), mpq::test::read_all(p(run_name + ".err"))};
+    t.judge("signal", r, 5, std::string("interrupted by ") + name + "; saved " + f.run_dir(run_name) + "/last.pt", "");
+    intact(f.run_dir(run_name));
+  }
+  {  // SIGKILL: last.pt is whole; a temporary file a killed write left is removed when the run resumes.
+    SCOPED_TRACE("SIGKILL");
+    const std::string cfg = f.config("pf_kill", "fp"), run = f.run_dir("pf_kill");
+    const int status = run_and_signal("finetune", cfg, run, SIGKILL, p("pf_kill.err"), 2);
+    EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << "the run ended before it was killed";
+    EXPECT_NO_THROW(mpq::torchio::read_checkpoint(run + "/last.pt"));
+    const std::string stale = run + "/last.pt.tmp.4194305";  // above Linux's largest pid: no process has it
+    write_all(stale, read_all(run + "/last.pt").substr(0, 1000));
+    const Result r = mpq_run("finetune " + cfg + " --set resume.path=auto", f.dir);
+    ++t.n;
+    const bool ok = r.code == 0 && r.err.find("removed " + stale) != std::string::npos && !exists(stale);
+    t.unclear += !ok;
+    EXPECT_TRUE(ok) << r.err;
+    intact(run);
+  }
+  {  // A rank whose master is not there names the address it tried, within dist_timeout.
+    const std::string at = "127.0.0.1:" + std::to_string(mpq::test::free_port());
+    SCOPED_TRACE("no master at " + at);
+    const std::string cfg = f.config("pf_master", "fp", epoch1);
+    const auto before = snapshot(f.dir.path());
+    const Ran r = sh("MASTER_ADDR=127.0.0.1 MASTER_PORT=" + at.substr(10) +
+                     " RANK=1 WORLD_SIZE=2 LOCAL_RANK=1 LOCAL_WORLD_SIZE=2 " + mpq + " finetune " + cfg + " --set dist_timeout=2 >/dev/null");
+    t.judge("dist", r, 1, "rank 1: cannot reach the master at " + at, changes(before, snapshot(f.dir.path())));
+  }
+  {  // A closed stderr: the logs are lost, never written into a checkpoint or the config the run opens.
+    SCOPED_TRACE("stderr closed");
+    const std::string run = f.run_dir("pf_noerr");
+    const Ran r = sh(mpq + " finetune " + f.config("pf_noerr", "fp", "epochs: 1\nwarmup_epochs: 0\n") + " 2>&-");
+    ++t.n;
+    t.wrong_code += r.code != 0;
+    EXPECT_EQ(r.code, 0);
+    intact(run);
+    EXPECT_NO_THROW(mpq::config::load_config(run + "/config.yaml"));
+  }
+  t.print("process faults");
+  EXPECT_EQ(t.n, 10);
 }
 
 }  // namespace

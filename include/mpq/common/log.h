@@ -28,6 +28,8 @@ enum class Level { trace, debug, info, warn, error, off };
 
 // Only messages at `level` or above from now on (e.g. warn on ranks other than 0).
 void set_level(Level level);
+// Whether messages at `level` are shown now.
+bool enabled(Level level);
 
 // One argument of a log message: a number, a bool or a string.
 class Arg {

@@ -25,6 +25,11 @@ bool looks_like_checkpoint(const std::string& path);
 // Throws RuntimeError naming the path and the reason.
 void write_file_atomic(const std::string& path, const std::string& data);
 
+// Removes what write_file_atomic leaves in `dir` when its process is killed
+// in the middle of a write: NAME.tmp.PID files of processes that no longer
+// run. Returns the paths removed.
+std::vector<std::string> remove_stale_temp_files(const std::string& dir);
+
 // Refuses (InputError, exit 2) an output that is one of the inputs, by file
 // identity (through links and other spellings of the path): `output_flag`
 // and each input's flag name the two in the message. Inputs that do not
