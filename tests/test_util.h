@@ -14,11 +14,23 @@
 
 namespace mpq::test {
 
-// ../shared/golden, or $MPQ_GOLDEN_DIR (a copy of it, e.g. on a GPU machine).
-inline std::string golden(const std::string& name) {
+// The reference data of the original implementation: ../shared/golden, or
+// $MPQ_GOLDEN_DIR (a copy of it, e.g. on a GPU machine).
+inline std::string golden_dir() {
   const char* dir = std::getenv("MPQ_GOLDEN_DIR");
-  return std::string(dir && *dir ? dir : MPQ_GOLDEN_DIR) + "/" + name;
+  return dir && *dir ? dir : MPQ_GOLDEN_DIR;
 }
+inline std::string golden(const std::string& name) { return golden_dir() + "/" + name; }
+inline bool have_golden() { return ::access(golden("README.md").c_str(), R_OK) == 0; }
+
+// First line of a test that reads the reference data: where a clone has none
+// beside it, the test skips and says so instead of failing.
+#define MPQ_NEEDS_GOLDEN()                                                                             \
+  do {                                                                                                 \
+    if (!::mpq::test::have_golden())                                                                   \
+      GTEST_SKIP() << "no reference data at " << ::mpq::test::golden_dir()                             \
+                   << " (the shared golden/ folder beside the clone; or set MPQ_GOLDEN_DIR to a copy)"; \
+  } while (0)
 
 inline std::string read_all(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

@@ -41,6 +41,7 @@ int lines(const std::string& s) { return static_cast<int>(std::count(s.begin(), 
 }  // namespace
 
 TEST(Cli, PaperSearchWritesThePolicyOnStdout) {
+  MPQ_NEEDS_GOLDEN();
   const Result r = mpq_run(paper_args());
   ASSERT_EQ(r.code, 0) << r.err;
   const YAML::Node ref = YAML::LoadFile(mpq::test::golden("search_paper_r50.json"));
@@ -63,6 +64,7 @@ TEST(Cli, PaperSearchWritesThePolicyOnStdout) {
 }
 
 TEST(Cli, JsonAndOutputFile) {
+  MPQ_NEEDS_GOLDEN();
   const Result j = mpq_run(paper_args() + " --json");
   ASSERT_EQ(j.code, 0) << j.err;
   EXPECT_EQ(j.out.front(), '{');
@@ -77,6 +79,7 @@ TEST(Cli, JsonAndOutputFile) {
 // -o writes through a symlink to the file it names (the link stays), keeps
 // an existing file's permissions, writes a device in place, and '-' is stdout.
 TEST(Cli, OutputsWriteThroughLinksKeepModesAndTakeDevices) {
+  MPQ_NEEDS_GOLDEN();
   mpq::test::TempDir dir;
   mpq::test::write_all(dir.file("target.yaml"), "old\n");
   ASSERT_EQ(::chmod(dir.file("target.yaml").c_str(), 0600), 0);
@@ -101,6 +104,7 @@ TEST(Cli, OutputsWriteThroughLinksKeepModesAndTakeDevices) {
 }
 
 TEST(Cli, GeometryFileGivesTheSamePolicy) {
+  MPQ_NEEDS_GOLDEN();
   const Result a = mpq_run(paper_args());
   const Result b = mpq_run(paper_args() + " --geometry " + mpq::test::golden("geometry_224.json"));
   ASSERT_EQ(b.code, 0) << b.err;
@@ -108,6 +112,7 @@ TEST(Cli, GeometryFileGivesTheSamePolicy) {
 }
 
 TEST(Cli, InfeasibleExits3NamingTheConstraint) {
+  MPQ_NEEDS_GOLDEN();
   const Result r = mpq_run("search --model resnet50 --i " + mpq::test::golden("importance_indicators_resnet50.pkl") +
                         " --b 6 5 4 3 2 --cr 16");
   EXPECT_EQ(r.code, 3);
@@ -145,6 +150,7 @@ TEST(Cli, TimeLimitExitCodes) {
 }
 
 TEST(Cli, BadInputIsOneLineAndExit2) {
+  MPQ_NEEDS_GOLDEN();
   mpq::test::TempDir dir;
   const std::string ind = mpq::test::golden("importance_indicators_resnet50.pkl");
   mpq::test::write_all(dir.file("text.pkl"), "this is not a pickle\n");
@@ -217,6 +223,7 @@ TEST(Cli, TorchCommandsCheckTheirConfigBeforeTouchingData) {
 }
 
 TEST(Cli, ExtractGivesTheOriginalsIndicators) {
+  MPQ_NEEDS_GOLDEN();
   mpq::test::TempDir dir;
   const std::string ckpt = mpq::test::golden("limpq_pretrain_checkpoint.pth.tar");
   const Result r = mpq_run("extract " + ckpt + " -o " + dir.file("i.pkl") + " --b 4 3 2");
@@ -298,6 +305,7 @@ std::string resnet50_cost_table(double* uniform44) {
 }  // namespace
 
 TEST(Cli, SweepWritesTheFrontAsYamlJsonCsvAndSvg) {
+  MPQ_NEEDS_GOLDEN();
   mpq::test::TempDir dir;
   const Result r = mpq_run(paper_search() + " --wb 3 --ab 4 --bops --cr 12.2 --sweep bops=4:36 --points 12 -o " + dir.file("f.yaml") +
                            " --csv " + dir.file("f.csv") + " --svg " + dir.file("f.svg"));
@@ -336,6 +344,7 @@ TEST(Cli, SweepWritesTheFrontAsYamlJsonCsvAndSvg) {
 }
 
 TEST(Cli, CostTableAndActivationBudgetsHoldInThePolicy) {
+  MPQ_NEEDS_GOLDEN();
   mpq::test::TempDir dir;
   double uniform44 = 0;
   mpq::test::write_all(dir.file("lat.csv"), resnet50_cost_table(&uniform44));
@@ -357,6 +366,7 @@ TEST(Cli, CostTableAndActivationBudgetsHoldInThePolicy) {
 }
 
 TEST(Cli, RulesPinTieAndBoundTheBits) {
+  MPQ_NEEDS_GOLDEN();
   const Result r = mpq_run(paper_search() + " --wb 3 --ab 4 --bops --pin layer4.2.conv3=6/6 --min-bits 'layer1.*=4/*'"
                            " --tie layer1.0.conv3,layer1.0.downsample.0 --same-wa 'layer2.*' --max-bits 'layer3.*=*/5'");
   ASSERT_EQ(r.code, 0) << r.err;
@@ -377,6 +387,7 @@ TEST(Cli, RulesPinTieAndBoundTheBits) {
 }
 
 TEST(Cli, RandomPoliciesAndReversedIndicatorsAreMarkedInThePolicy) {
+  MPQ_NEEDS_GOLDEN();
   const Result r = mpq_run(paper_search() + " --wb 3 --ab 4 --bops --random-policy 5");
   ASSERT_EQ(r.code, 0) << r.err;
   const YAML::Node pol = YAML::Load(r.out);
@@ -395,6 +406,7 @@ TEST(Cli, RandomPoliciesAndReversedIndicatorsAreMarkedInThePolicy) {
 }
 
 TEST(Cli, BadSearchInputIsOneLineWithItsExitCodeAndLeavesNoFile) {
+  MPQ_NEEDS_GOLDEN();
   mpq::test::TempDir dir;
   double unused = 0;
   std::string table = resnet50_cost_table(&unused);

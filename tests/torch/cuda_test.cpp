@@ -47,6 +47,7 @@ torch::Tensor get(const c10::Dict<c10::IValue, c10::IValue>& d, int i, const cha
 }  // namespace
 
 TEST(Cuda, LsqGoldenCasesOnTheGpu) {
+  MPQ_NEEDS_GOLDEN();
   MPQ_NEED_GPU();
   const std::string bytes = test::read_all(test::golden("lsq_cases.pt"));
   const auto cases = torch::pickle_load(std::vector<char>(bytes.begin(), bytes.end())).toGenericDict();

@@ -46,6 +46,7 @@ TEST(Lsq, Thresholds) {
 }
 
 TEST(Lsq, AllGoldenCases) {
+  MPQ_NEEDS_GOLDEN();
   const auto cases = load_cases();
   const YAML::Node meta = YAML::LoadFile(mpq::test::golden("lsq_cases.json"));
   ASSERT_EQ(meta.size(), 72u);

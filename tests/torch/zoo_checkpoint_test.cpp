@@ -40,6 +40,7 @@ c10::Dict<c10::IValue, c10::IValue> load_plain(const std::string& name) {
 }  // namespace
 
 TEST(Zoo, ResNet18ReproducesTorchvisionLogits) {
+  MPQ_NEEDS_GOLDEN();
   auto net = models::make_model("resnet18");
   const auto ck = torchio::read_checkpoint(test::golden("resnet18_torchvision.pth"));
   EXPECT_EQ(ck.state_key, "");
@@ -94,6 +95,7 @@ TEST(Zoo, UnknownModelListsTheKnownOnes) {
 }
 
 TEST(Checkpoint, ReadsTheOriginalsPretrainCheckpoint) {
+  MPQ_NEEDS_GOLDEN();
   const auto ck = torchio::read_checkpoint(test::golden("limpq_pretrain_checkpoint.pth.tar"));
   EXPECT_EQ(ck.state_key, "state_dict");
   ASSERT_NE(ck.root.find("epoch"), nullptr);
@@ -127,6 +129,7 @@ TEST(Checkpoint, SavedCheckpointsReadBack) {
 }
 
 TEST(Checkpoint, CorruptFilesAreOneClearError) {
+  MPQ_NEEDS_GOLDEN();
   test::TempDir dir;
   const std::string good = test::read_all(test::golden("limpq_pretrain_checkpoint.pth.tar"));
   test::write_all(dir.file("trunc.pth"), good.substr(0, good.size() / 2));
@@ -146,6 +149,7 @@ TEST(Checkpoint, CorruptFilesAreOneClearError) {
 }
 
 TEST(Checkpoint, StrictLoadNamesWhatDoesNotMatch) {
+  MPQ_NEEDS_GOLDEN();
   auto net = models::make_model("resnet18", {10, 3});
   const auto ck = torchio::read_checkpoint(test::golden("resnet18_torchvision.pth"));
   try {

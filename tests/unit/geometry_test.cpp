@@ -11,6 +11,7 @@
 using namespace mpq::search;
 
 TEST(Geometry, ZooEqualsTheGoldenTableAt224) {
+  MPQ_NEEDS_GOLDEN();
   const YAML::Node golden = YAML::LoadFile(mpq::test::golden("geometry_224.json"));
   for (const char* model : {"resnet18", "resnet50", "mobilenetv1"}) {
     SCOPED_TRACE(model);
@@ -78,6 +79,7 @@ TEST(Geometry, OtherInputSizes) {
 }
 
 TEST(Geometry, FileRoundTripAndGoldenJson) {
+  MPQ_NEEDS_GOLDEN();
   mpq::test::TempDir dir;
   const auto g = zoo_geometry("mobilenetv1");
   mpq::test::write_all(dir.file("g.yaml"), geometry_to_yaml(g));

@@ -106,6 +106,7 @@ TEST(Search, OutlierRuleAsTheOriginal) {
 }
 
 TEST(Search, PapersPolicyExactly) {
+  MPQ_NEEDS_GOLDEN();
   const YAML::Node ref = YAML::LoadFile(mpq::test::golden("search_paper_r50.json"));
   const auto p = paper_problem();
   for (Method m : {Method::kExact, Method::kCbc}) {
@@ -165,6 +166,7 @@ TEST(Search, BothMethodsEqualBruteForce) {
 }
 
 TEST(Search, InfeasibleSaysWhichConstraintAndTheBestReachable) {
+  MPQ_NEEDS_GOLDEN();
   const SearchResult r = solve(paper_problem(16, false), {});
   ASSERT_EQ(r.status, Status::kInfeasible);
   EXPECT_EQ(r.message,
@@ -390,6 +392,7 @@ TEST(SearchExtensions, ExactEqualsCbcOnMediumProblemsWithCostTablesAndTies) {
 }
 
 TEST(SearchExtensions, DefaultsLeaveThePapersProblemAsItWas) {
+  MPQ_NEEDS_GOLDEN();
   // No extension asked for: no rules, no table, the paper's candidates for both.
   const auto p = paper_problem();
   EXPECT_EQ(p.wbits, p.abits);
@@ -408,6 +411,7 @@ TEST(SearchExtensions, DefaultsLeaveThePapersProblemAsItWas) {
 }
 
 TEST(SearchExtensions, RulesThatNameNothingOrContradictAreOneLine) {
+  MPQ_NEEDS_GOLDEN();
   auto p = paper_problem();
   using K = LayerRule::Kind;
   auto fails = [&](std::vector<LayerRule> rules, const std::string& want) {
@@ -513,6 +517,7 @@ TEST(SearchExtensions, CostTablesAreReadStrictly) {
 }
 
 TEST(SearchExtensions, ActivationMemoryBoundsTheLargestActivation) {
+  MPQ_NEEDS_GOLDEN();
   auto p = paper_problem(0, true);
   apply_activation_sizes(p, zoo_geometry("resnet50"));
   const SearchResult free_run = solve(p, {});
@@ -542,6 +547,7 @@ TEST(SearchExtensions, ActivationMemoryBoundsTheLargestActivation) {
 }
 
 TEST(SearchExtensions, ACostTableAtOddsWithTheOtherBudgetsNamesThemAll) {
+  MPQ_NEEDS_GOLDEN();
   // Cost that rises as bits fall: a tight cost budget wants high bits, a
   // compression ratio low ones.
   auto p = paper_problem(12.2, false);
@@ -584,6 +590,7 @@ TEST(SearchExtensions, ACostTableAtOddsWithTheOtherBudgetsNamesThemAll) {
 }
 
 TEST(SearchExtensions, SweepPointsAreExactSolvesAndTheFrontIsMonotone) {
+  MPQ_NEEDS_GOLDEN();
   auto p = paper_problem(0, true);
   p.constraints.bops = false;
   const Sweep sw = run_sweep(p, parse_sweep("bops=4:36", 20), {});
@@ -632,6 +639,7 @@ TEST(SearchExtensions, SweepPointsAreExactSolvesAndTheFrontIsMonotone) {
 }
 
 TEST(SearchExtensions, SweepRangesThatAreEmptyInvertedOrOutOfReachAreRefused) {
+  MPQ_NEEDS_GOLDEN();
   auto p = paper_problem(0, true);
   EXPECT_THROW_MSG(parse_sweep("bops=36:4", 10), "the range is inverted");
   EXPECT_THROW_MSG(parse_sweep("bops=4:4", 10), "the range is empty");
@@ -679,6 +687,7 @@ double bops_of(const SearchProblem& p, const SearchResult& r) {
 }  // namespace
 
 TEST(RandomPolicy, FillsTheBudgetWithinOnePercentIsSeededAndMaximal) {
+  MPQ_NEEDS_GOLDEN();
   const SearchProblem p = paper_problem(0, true);  // BitOPs of uniform W3A4 only
   std::set<std::vector<int>> distinct;
   for (uint64_t seed = 0; seed < 20; ++seed) {
@@ -731,6 +740,7 @@ TEST(RandomPolicy, KeepsEveryBudgetAndRuleOfRandomProblems) {
 }
 
 TEST(RandomPolicy, UnreachableFillAndTiesAreRefused) {
+  MPQ_NEEDS_GOLDEN();
   SearchProblem p = paper_problem(0, true);
   const SearchResult r = random_policy(p, 1, /*min_fill=*/1.0, /*max_draws=*/5);
   EXPECT_EQ(r.status, Status::kInfeasible);
@@ -740,6 +750,7 @@ TEST(RandomPolicy, UnreachableFillAndTiesAreRefused) {
 }
 
 TEST(ReverseImportance, PermutesWholeTablesInReversedOrderOfSensitivity) {
+  MPQ_NEEDS_GOLDEN();
   const auto ind = mpq::io::load_indicators(mpq::test::golden("importance_indicators_resnet50.pkl"));
   const auto rev = reverse_importance(ind, 2.0);
   const size_t L = ind.layer_names.size();
