@@ -1,6 +1,7 @@
 // mpq export: the finetuned mixed-precision network as an ONNX graph with
 // integer weights. Runs in the torch plugin.
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -34,16 +35,20 @@ Command setup_export(CLI::App& app) {
   sub->add_option("--set", a->sets, "override a config key: --set dataloader.path=/data (repeatable)");
   return {sub, [a] {
             // Torch-free checks first: a config is validated, outputs are writable and none is the input.
-            if (!io::looks_like_checkpoint(a->source)) (void)config::load_config(a->source, a->sets);
+            std::optional<config::RunOptions> run;
+            if (!io::looks_like_checkpoint(a->source)) run = parse_run(a->source, a->sets);
             io::check_output_is_not_an_input("-o", a->output, {{"the source", a->source}});
             io::check_output_writable("-o", a->output);
             if (!a->reference.empty()) {
               io::check_output_is_not_an_input("--reference", a->reference, {{"the source", a->source}, {"-o", a->output}});
               io::check_output_writable("--reference", a->reference);
             }
+            std::optional<mpq_torch_run_options> wire;
+            if (run) wire = config::encode(*run);
             std::vector<const char*> sets;
             mpq_torch_request req{};
             req.command = "export";
+            req.run = wire ? &*wire : nullptr;
             req.config = config_args(a->source, a->sets, sets);
             req.export_ = {a->output.c_str(), a->opset, a->reference.c_str()};
             run_torch_command(req);

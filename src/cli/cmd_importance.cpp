@@ -28,12 +28,14 @@ Command setup_importance(CLI::App& app) {
       ->check(CLI::Range(1, 100000));
   sub->add_option("--set", a->sets, "override a config key: --set dataloader.path=/data (repeatable)");
   return {sub, [a] {
-            (void)config::load_config(a->config, a->sets);
+            const config::RunOptions run = parse_run(a->config, a->sets);
+            const mpq_torch_run_options wire = config::encode(run);
             io::check_output_is_not_an_input("-o", a->output, {{"the config", a->config}});
             io::check_output_writable("-o", a->output);
             std::vector<const char*> sets;
             mpq_torch_request req{};
             req.command = "importance";
+            req.run = &wire;
             req.config = config_args(a->config, a->sets, sets);
             req.importance = {a->output.c_str(), a->batches};
             run_torch_command(req);

@@ -9,6 +9,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "mpq/config/options.h"
 #include "mpq/plugin/torch_plugin.h"
 
 namespace mpq::cli {
@@ -31,6 +32,11 @@ Command setup_importance(CLI::App& app);
 // the pointers and must outlive the request.
 mpq_torch_config_args config_args(const std::string& config, const std::vector<std::string>& sets,
                                   std::vector<const char*>& storage);
+
+// The config and its overrides parsed and checked, torch-free, once: its
+// notices ("KEY: ignored because ...") logged (on rank 0 of a distributed
+// run), then translated into the options the plugin's engine takes.
+config::RunOptions parse_run(const std::string& config, const std::vector<std::string>& sets);
 
 // A torch subcommand that takes a YAML config and --set overrides.
 Command config_command(CLI::App& app, const char* name, const char* help);

@@ -78,6 +78,14 @@ mpq_torch_config_args config_args(const std::string& config, const std::vector<s
   return {config.c_str(), static_cast<int>(storage.size()), storage.data()};
 }
 
+config::RunOptions parse_run(const std::string& config, const std::vector<std::string>& sets) {
+  const config::Config c = config::load_config(config, sets);
+  const char* rank = std::getenv("RANK");
+  if (rank == nullptr || std::string(rank) == "0")
+    for (const std::string& n : c.notices) spdlog::warn("{}: {}", c.source, n);
+  return config::translate(c);
+}
+
 Command config_command(CLI::App& app, const char* name, const char* help) {
   struct Args {
     std::string config;
@@ -89,11 +97,13 @@ Command config_command(CLI::App& app, const char* name, const char* help) {
   sub->add_option("--set", a->sets, "override a config key: --set lr=0.01 (repeatable)");
   const std::string command = name;
   return {sub, [a, command] {
-            // Validated here, torch-free, before any data or model is touched.
-            (void)config::load_config(a->config, a->sets);
+            // Parsed here, torch-free, before any data or model is touched; the plugin takes it typed.
+            const config::RunOptions run = parse_run(a->config, a->sets);
+            const mpq_torch_run_options wire = config::encode(run);
             std::vector<const char*> sets;
             mpq_torch_request req{};
             req.command = command.c_str();
+            req.run = &wire;
             req.config = config_args(a->config, a->sets, sets);
             run_torch_command(req);
           }};

@@ -38,7 +38,7 @@ torch::Device pick_device(const dist::Env& env, const std::string& training_devi
 }
 
 // dist_backend: auto takes NCCL for CUDA tensors where this build has it.
-dist::Backend pick_backend(const config::Config& c, const torch::Device& device, bool rank0) {
+dist::Backend pick_backend(const config::ProcessOptions& c, const torch::Device& device, bool rank0) {
   if (c.dist_backend == "gloo") return dist::Backend::kGloo;
   if (c.dist_backend == "nccl") {
     MPQ_CHECK(dist::nccl_built(), "dist_backend: nccl, but this mpq was built without c10d's NCCL backend (a CPU "
@@ -56,7 +56,7 @@ dist::Backend pick_backend(const config::Config& c, const torch::Device& device,
 
 }  // namespace
 
-Context make_context(const config::Config& c) {
+Context make_context(const config::ProcessOptions& c) {
   Context ctx;
   ctx.env = dist::env_from_environment();
   // Threads: the config's, else the machine's cores shared by the processes of this node.
@@ -68,7 +68,7 @@ Context make_context(const config::Config& c) {
   // a check of that backend on one device (auto makes none).
   if (ctx.env.distributed() || (ctx.env.launched && c.dist_backend != "auto")) {
     const dist::Backend backend = pick_backend(c, ctx.device, ctx.rank0());
-    ctx.group = std::make_unique<dist::Group>(ctx.env, std::chrono::seconds(c.dist_timeout), backend, ctx.device);
+    ctx.group = std::make_unique<dist::Group>(ctx.env, std::chrono::seconds(c.dist_timeout_s), backend, ctx.device);
     mpq::log::info("rank {}/{}: joined the group at {}:{} ({} on {})", ctx.env.rank, ctx.env.world_size,
                  ctx.env.master_addr, ctx.env.master_port, backend == dist::Backend::kNccl ? "NCCL" : "Gloo",
                  ctx.device.str());

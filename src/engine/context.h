@@ -9,7 +9,7 @@
 #include "dist/dist.h"
 #include "engine/model_setup.h"
 #include "models/zoo.h"
-#include "mpq/config/config.h"
+#include "mpq/config/options.h"
 
 namespace mpq::engine {
 
@@ -23,7 +23,7 @@ struct Context {
 
 // Threads, device (training_device), the group under torchrun's variables
 // (dist_backend, dist_timeout) and the seed.
-Context make_context(const config::Config& c);
+Context make_context(const config::ProcessOptions& o);
 
 // Wires the model into the group: moved to the device, rank 0's state
 // everywhere, activation scale initialisation averaged, BatchNorm

@@ -71,15 +71,16 @@ search::Report size_report(const Model& m, int height, int width) {
 
 // ------------------------------------------------------------------ mpq eval
 
-void evaluate(const config::Config& c) {
-  Context ctx = make_context(c);
-  const Mode mode = c.fp_model ? Mode::kFullPrecision : Mode::kFinetune;
-  std::string weights = c.resume_path.empty() ? c.pre_trained : c.resume_path;
-  MPQ_CHECK(!weights.empty(), c.source, ": eval needs weights: pre_trained (a checkpoint, e.g. best.pt of a finetune run)");
-  config::Config cw = c;
-  cw.pre_trained = weights;
-  Model m = make_net(cw, mode, input_channels(c), /*load_pretrained=*/true);
-  Data data = make_data(c, ctx.env.rank, ctx.env.world_size);
+void evaluate(const config::RunOptions& run) {
+  const config::EvalOptions& c = run.evaluation;
+  Context ctx = make_context(run.process);
+  const Mode mode = run.fp_model ? Mode::kFullPrecision : Mode::kFinetune;
+  const std::string weights = run.loop.resume_path.empty() ? run.model.pre_trained : run.loop.resume_path;
+  MPQ_CHECK(!weights.empty(), run.source, ": eval needs weights: pre_trained (a checkpoint, e.g. best.pt of a finetune run)");
+  config::ModelOptions mo = run.model;
+  mo.pre_trained = weights;
+  Model m = make_net(mo, mode, input_channels(run.data), /*load_pretrained=*/true);
+  Data data = make_data(run.data, ctx.env.rank, ctx.env.world_size);
   attach(ctx, m, false);
   const auto t0 = Clock::now();
   const bool quantized = mode == Mode::kFinetune;
@@ -91,7 +92,7 @@ void evaluate(const config::Config& c) {
   std::printf("model: %s\nweights: %s\nimages: %ld\nbn_recalibrated: %s\ntop1: %.4f\ntop5: %.4f\nloss: %.6f\n"
               "avg_weight_bits: %.4f\navg_act_bits: %.4f\nsize_mb: %.6f\nfp_size_mb: %.6f\ncompression_ratio: %.4f\n"
               "gbitops: %.6f\nseconds: %.2f\n",
-              c.arch.c_str(), weights.c_str(), static_cast<long>(v.count), quantized ? "true" : "false", v.top1(),
+              run.model.arch.c_str(), weights.c_str(), static_cast<long>(v.count), quantized ? "true" : "false", v.top1(),
               v.top5(), v.loss(), r.avg_weight_bits, r.avg_act_bits, r.size_mb, r.fp_size_mb, r.compression_ratio,
               r.gbitops, secs);
   std::fflush(stdout);

@@ -33,27 +33,28 @@ int default_side(const std::string& dataset) {
 
 }  // namespace
 
-void export_onnx(const config::Config& c, const ExportOptions& o) {
+void export_onnx(const config::RunOptions& run, const ExportOptions& o) {
   namespace ox = onnx_export;
-  MPQ_CHECK(!c.fp_model, c.source, ": fp_model: true is a full-precision model; export takes a finetuned "
+  const config::EvalOptions& c = run.evaluation;
+  MPQ_CHECK(!run.fp_model, run.source, ": fp_model: true is a full-precision model; export takes a finetuned "
             "mixed-precision one (its config, or best.pt of `mpq finetune`)");
-  const std::string weights = c.resume_path.empty() ? c.pre_trained : c.resume_path;
-  MPQ_CHECK(!weights.empty(), c.source, ": export needs the finetuned weights: pre_trained (best.pt or last.pt of "
+  const std::string weights = run.loop.resume_path.empty() ? run.model.pre_trained : run.loop.resume_path;
+  MPQ_CHECK(!weights.empty(), run.source, ": export needs the finetuned weights: pre_trained (best.pt or last.pt of "
             "`mpq finetune`)");
-  config::Config cw = c;
-  cw.pre_trained = weights;
-  cw.dtype = "float32";  // the graph's type; the layout stays the config's, as mpq eval runs it
-  Context ctx = make_context(cw);
+  config::ModelOptions mo = run.model;
+  mo.pre_trained = weights;
+  mo.dtype = "float32";  // the graph's type; the layout stays the config's, as mpq eval runs it
+  Context ctx = make_context(run.process);
   MPQ_CHECK(!ctx.env.distributed(), "export runs in one process; start it without torchrun");
-  Model m = make_net(cw, Mode::kFinetune, input_channels(c), /*load_pretrained=*/true);
+  Model m = make_net(mo, Mode::kFinetune, input_channels(run.data), /*load_pretrained=*/true);
   MPQ_CHECK(m.loaded_quantized, weights, ": holds no quantizer scales (a full-precision checkpoint?); export takes a "
             "finetuned one (best.pt or last.pt of `mpq finetune`)");
   const bool recalibrate = o.recalibrate && c.bn_calib_images > 0;
   const bool need_data = recalibrate || !o.reference_dir.empty();
   std::optional<Data> data;
-  int height = o.input_side > 0 ? o.input_side : default_side(c.dataloader.dataset), width = height;
+  int height = o.input_side > 0 ? o.input_side : default_side(run.data.dataset), width = height;
   if (need_data) {
-    data = make_data(cw, 0, 1);
+    data = make_data(run.data, 0, 1);
     height = data->height;
     width = data->width;
   }
@@ -70,7 +71,7 @@ void export_onnx(const config::Config& c, const ExportOptions& o) {
   } else {
     probe = torch::randn({4, m.channels, height, width}, torch::TensorOptions().dtype(torch::kFloat));
   }
-  const OnnxBuild b = build_onnx_graph(*m.q.net, c.arch, o.opset, probe);
+  const OnnxBuild b = build_onnx_graph(*m.q.net, run.model.arch, o.opset, probe);
   // The replay uses the graph's integers and scales; it must give the
   // fake-quantized network's logits (up to rounding ties).
   const torch::Tensor ref = m.q.net->forward(probe);
@@ -120,7 +121,7 @@ void export_onnx(const config::Config& c, const ExportOptions& o) {
   std::string out = mpq::log::format(
       "onnx: {}\nsource: {}\narch: {}\nopset: {}\nir_version: {}\ninput: [batch, {}, {}, {}]\nbatchnorm: {}\n"
       "file_bytes: {}\nweight_bytes_stored: {}\nweight_bytes_packed: {}\n",
-      o.output, o.source, c.arch, s.opset, s.ir_version, m.channels, height, width,
+      o.output, o.source, run.model.arch, s.opset, s.ir_version, m.channels, height, width,
       recalibrate ? "recalibrated" : "as stored", s.file_bytes, stored, packed);
   out += "layers:\n";
   for (const auto& l : s.layers)

@@ -17,7 +17,7 @@ void load_into(torch::nn::Module& m, const torchio::Checkpoint& ck, bool strict,
 }
 
 // The finetune policy: `policy` file or the weight_bits/act_bits lists.
-void policy_bits(const config::Config& c, const std::vector<std::string>& model_layers, std::vector<std::string>& names,
+void policy_bits(const config::ModelOptions& c, const std::vector<std::string>& model_layers, std::vector<std::string>& names,
                  std::vector<int>& wb, std::vector<int>& ab) {
   if (!c.policy.empty()) {
     const search::PolicyBits p = search::load_policy(c.policy);
@@ -41,13 +41,13 @@ bool is_quantized_checkpoint(const torchio::StateDict& s) {
   return std::any_of(s.begin(), s.end(), [](const auto& kv) { return kv.first.find(".quan_") != std::string::npos; });
 }
 
-Model make_net(const config::Config& c, Mode mode, int channels, bool load_pretrained) {
+Model make_net(const config::ModelOptions& c, Mode mode, int channels, bool load_pretrained) {
   Model m;
   m.mode = mode;
   m.arch = c.arch;
   m.channels = channels;
-  m.num_classes = c.dataloader.num_classes;
-  models::Net net = models::make_model(c.arch, {c.dataloader.num_classes, channels});
+  m.num_classes = c.num_classes;
+  models::Net net = models::make_model(c.arch, {c.num_classes, channels});
   std::optional<torchio::Checkpoint> ck;
   bool quantized_ck = false;
   if (load_pretrained && !c.pre_trained.empty()) {

@@ -35,7 +35,7 @@ bool is_quantized_checkpoint(const torchio::StateDict& s);
 // The config's network for `mode`, on the CPU, with its pre_trained weights
 // when `load_pretrained`; the policy from `policy` or weight_bits/act_bits.
 // InputError for a checkpoint that does not fit the mode or the model.
-Model make_net(const config::Config& c, Mode mode, int channels, bool load_pretrained);
+Model make_net(const config::ModelOptions& o, Mode mode, int channels, bool load_pretrained);
 
 // Every LSQ quantizer and every BatchNorm of `net`, in module order.
 std::vector<quant::LsqQuantizerImpl*> quantizers(torch::nn::Module& net);

@@ -16,14 +16,14 @@ namespace mpq::engine {
 
 namespace fs = std::filesystem;
 
-void RunFiles::open(const config::Config& c, int next_epoch) {
+void RunFiles::open(int next_epoch) {
   if (!on_) return;
   std::error_code ec;
   fs::create_directories(dir_, ec);
   MPQ_CHECK_T(RuntimeError, !ec, dir_, ": cannot create the run folder (", ec.message(), ")");
   for (const std::string& p : io::remove_stale_temp_files(dir_))
     log::info("removed {}, a checkpoint half-written by a run that was killed", p);
-  io::write_file_atomic(dir_ + "/config.yaml", config::to_yaml(c));
+  io::write_file_atomic(dir_ + "/config.yaml", yaml_);
   const std::string csv = dir_ + "/metrics.csv", header =
       "epoch,lr,train_loss,train_top1,train_top5,val_loss,val_top1,val_top5,images_per_s,seconds\n";
   std::string kept = header;

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "engine/meters.h"
-#include "mpq/config/config.h"
+#include "mpq/config/options.h"
 #include "mpq/io/tb_events.h"
 
 namespace mpq::engine {
@@ -18,13 +18,14 @@ namespace mpq::engine {
 // The folder output_dir/name of a run; only rank 0 (`rank0`) writes.
 class RunFiles {
  public:
-  RunFiles(const config::Config& c, bool rank0)
-      : dir_(c.output_dir + "/" + c.name), on_(rank0), best_n_(static_cast<size_t>(c.num_best_scores)) {}
+  RunFiles(const config::RunFileOptions& o, bool rank0)
+      : dir_(o.output_dir + "/" + o.name), yaml_(o.resolved_yaml), on_(rank0),
+        best_n_(static_cast<size_t>(o.num_best_scores)) {}
   // Called once everything the run needs has been checked: a run that fails
   // on its inputs leaves an existing run folder as it was. Rows of epochs at
   // or past `next_epoch` (the checkpoint's position) are dropped, so the
   // metrics never run ahead of the checkpoint they belong to.
-  void open(const config::Config& c, int next_epoch);
+  void open(int next_epoch);
   const std::string& dir() const { return dir_; }
   // After the checkpoint that records epoch `e`: its metrics row, its
   // scalars and, with a validation `v`, the scoreboard.
@@ -40,7 +41,7 @@ class RunFiles {
   // Best first by top-1, then top-5, then the later epoch, as the original's PerformanceScoreboard.
   void rank_board();
 
-  std::string dir_;
+  std::string dir_, yaml_;
   bool on_;
   size_t best_n_;
   std::vector<Score> board_;

@@ -26,7 +26,8 @@ const char* mode_name(Mode m) {
   }
 }
 
-void save(const std::string& path, const config::Config& c, Model& m, torch::optim::SGD& opt, const Position& pos) {
+void save(const std::string& path, const std::string& config_yaml, Model& m, torch::optim::SGD& opt,
+          const Position& pos) {
   c10::Dict<std::string, torch::Tensor> state, momentum;
   for (const auto& kv : m.q.net->named_parameters()) state.insert(kv.key(), kv.value().detach().cpu().contiguous());
   for (const auto& kv : m.q.net->named_buffers()) state.insert(kv.key(), kv.value().detach().cpu().contiguous());
@@ -53,7 +54,7 @@ void save(const std::string& path, const config::Config& c, Model& m, torch::opt
       {"best_epoch", static_cast<int64_t>(pos.best_epoch)},
       {"meter", meter},
       {"rng", pos.rng},
-      {"config", config::to_yaml(c)},
+      {"config", config_yaml},
       {"input_size", m.input_size},
       {"state_dict", state},
       {"optimizer", momentum}};

@@ -29,8 +29,10 @@ struct Position {
 const char* mode_name(Mode m);
 
 // Writes the checkpoint `path` (Python's torch.load reads it): model state,
-// momenta, the position, the resolved config, and for a finetune its policy.
-void save(const std::string& path, const config::Config& c, Model& m, torch::optim::SGD& opt, const Position& pos);
+// momenta, the position, the resolved config (`config_yaml`), and for a
+// finetune its policy.
+void save(const std::string& path, const std::string& config_yaml, Model& m, torch::optim::SGD& opt,
+          const Position& pos);
 
 // Loads `path` into the model and optimizer and returns its position;
 // `epochs` and `train_images` are this run's, the bounds of a position in it.

@@ -98,7 +98,7 @@ data::RawImages select(const data::RawImages& d, const std::vector<int64_t>& ids
   return out;
 }
 
-void split_training_set(const std::vector<int64_t>& labels, const config::DataloaderConfig& dl, uint64_t seed,
+void split_training_set(const std::vector<int64_t>& labels, const config::DataOptions& dl, uint64_t seed,
                         std::vector<int64_t>& ids, std::vector<int64_t>& held) {
   stratified_split(labels, 1.0 - dl.val_split, seed, ids, held);
   if (dl.fraction >= 1) return;
@@ -110,18 +110,18 @@ void split_training_set(const std::vector<int64_t>& labels, const config::Datalo
 }
 
 // Labels past num_classes would end as an index error deep in the loss.
-void check_labels(const config::Config& c, const std::vector<int64_t>& labels, const std::string& what) {
+void check_labels(const config::DataOptions& c, const std::vector<int64_t>& labels, const std::string& what) {
   const auto it = std::max_element(labels.begin(), labels.end());
   if (it == labels.end()) return;
-  MPQ_CHECK(*it < c.dataloader.num_classes, what, ": holds label ", *it, " (image ", it - labels.begin(),
-            "), but dataloader.num_classes is ", c.dataloader.num_classes, " in ", c.source,
+  MPQ_CHECK(*it < c.num_classes, what, ": holds label ", *it, " (image ", it - labels.begin(),
+            "), but dataloader.num_classes is ", c.num_classes, " in ", c.source,
             "; raise num_classes or fix the labels");
 }
 
 // A split, fraction or shard that leaves some rank nothing to train or
 // validate on is refused before training, with the counts.
-void check_split(const config::Config& c, int world, int64_t total, int64_t train_n, int64_t val_n) {
-  const auto& dl = c.dataloader;
+void check_split(const config::DataOptions& c, int world, int64_t total, int64_t train_n, int64_t val_n) {
+  const auto& dl = c;
   MPQ_CHECK(train_n >= world, c.source, ": dataloader.fraction ", dl.fraction, " and val_split ", dl.val_split,
             " leave ", train_n, " training image(s) of ", total, " for ", world,
             " rank(s); raise fraction or lower val_split");
@@ -131,13 +131,13 @@ void check_split(const config::Config& c, int world, int64_t total, int64_t trai
             "; raise val_split, or set it to 0 to validate on the dataset's test split");
 }
 
-int input_channels(const config::Config& c) {
-  const std::string& d = c.dataloader.dataset;
+int input_channels(const config::DataOptions& o) {
+  const std::string& d = o.dataset;
   return d == "fashion_mnist" || d == "mnist" ? 1 : 3;
 }
 
-Data make_data(const config::Config& c, int rank, int world) {
-  const auto& dl = c.dataloader;
+Data make_data(const config::DataOptions& c, int rank, int world) {
+  const auto& dl = c;
   Data d;
   data::LoaderOptions o;
   o.dataset = dl.dataset;

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "data/memory_loader.h"
-#include "mpq/config/config.h"
+#include "mpq/config/options.h"
 
 namespace mpq::engine {
 
@@ -29,11 +29,11 @@ void report_skipped(Loader& l, const std::string& what);
 
 // The training samples (a stratified `fraction` of what `val_split` leaves)
 // and the held-out ones, fixed by the seed; both sorted.
-void split_training_set(const std::vector<int64_t>& labels, const config::DataloaderConfig& dl, uint64_t seed,
+void split_training_set(const std::vector<int64_t>& labels, const config::DataOptions& dl, uint64_t seed,
                         std::vector<int64_t>& ids, std::vector<int64_t>& held);
 
 // Channels of the config's dataset's images: 1 for (Fashion-)MNIST, else 3.
-int input_channels(const config::Config& c);
+int input_channels(const config::DataOptions& d);
 
 struct Data {
   std::unique_ptr<Loader> train, val, calib;  // calib: training images without augmentation order, for BN
@@ -45,6 +45,6 @@ struct Data {
 // `val_split` of the training set, or the test split), calibration; this
 // rank's shards of `world`. InputError for labels past num_classes and for
 // a split or shard left empty.
-Data make_data(const config::Config& c, int rank, int world);
+Data make_data(const config::DataOptions& o, int rank, int world);
 
 }  // namespace mpq::engine

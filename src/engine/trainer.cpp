@@ -35,16 +35,18 @@ void set_lr(torch::optim::SGD& opt, double lr) {
 
 }  // namespace
 
-void train(const config::Config& c, Mode mode) {
-  Context ctx = make_context(c);
+void train(const config::RunOptions& run, Mode mode) {
+  const config::LoopOptions& c = run.loop;
+  const config::DataOptions& dl = run.data;
+  Context ctx = make_context(run.process);
   const int world = ctx.env.world_size;
-  RunFiles files(c, ctx.rank0());  // written to once the inputs are checked
+  RunFiles files(run.files, ctx.rank0());  // written to once the inputs are checked
   const std::string last = files.dir() + "/last.pt", best = files.dir() + "/best.pt";
   std::string resume = c.resume_path;
   if (resume == "auto") resume = fs::exists(last) ? last : "";
   // The model first (cheap, and where most config mistakes show), then the data.
-  Model m = make_net(c, mode, input_channels(c), /*load_pretrained=*/resume.empty());
-  Data data = make_data(c, ctx.env.rank, world);
+  Model m = make_net(run.model, mode, input_channels(dl), /*load_pretrained=*/resume.empty());
+  Data data = make_data(dl, ctx.env.rank, world);
   m.input_size = data.height;
   // freeze_weights, as the original: only the quantizer scales and the
   // parameters whose names say BatchNorm ("bn") train.
@@ -55,18 +57,18 @@ void train(const config::Config& c, Mode mode) {
     kv.value().set_requires_grad(trains);
     if (trains) trained.push_back(kv.value());
   }
-  MPQ_CHECK(!trained.empty(), c.source, ": freeze_weights: true leaves this ", mode_name(mode),
+  MPQ_CHECK(!trained.empty(), run.source, ": freeze_weights: true leaves this ", mode_name(mode),
             " run nothing to train (no quantizer scales or BatchNorm)");
-  auto opt = make_sgd(*m.q.net, c.lr, c.momentum, c.weight_decay);
+  auto opt = make_sgd(*m.q.net, run.schedule.lr, c.momentum, c.weight_decay);
   Position pos;
-  pos.global_batch = static_cast<int64_t>(c.dataloader.batch_size) * world;
+  pos.global_batch = static_cast<int64_t>(dl.batch_size) * world;
   pos.world_size = world;
   if (!resume.empty()) {
     m.q.net->to(ctx.device);
-    pos = restore(resume, m, *opt, total_epochs(c), data.train_size);
+    pos = restore(resume, m, *opt, total_epochs(run.schedule), data.train_size);
     // Another world size or batch: continue at the same sample of the epoch
     // (the epoch's order does not depend on the world size).
-    const int64_t global = static_cast<int64_t>(c.dataloader.batch_size) * world;
+    const int64_t global = static_cast<int64_t>(dl.batch_size) * world;
     if (pos.global_batch != global && pos.batch > 0) {
       const int64_t samples = pos.batch * pos.global_batch;
       if (samples % global != 0)
@@ -90,14 +92,14 @@ void train(const config::Config& c, Mode mode) {
     in >> policy_rng;
     MPQ_CHECK(!in.fail(), resume, ": malformed generator state");
   }
-  const int epochs = total_epochs(c);
+  const int epochs = total_epochs(run.schedule);
   const int64_t nb = data.train->num_batches();
-  MPQ_CHECK(nb > 0, c.source, ": no training batches");
-  files.open(c, pos.epoch);
+  MPQ_CHECK(nb > 0, run.source, ": no training batches");
+  files.open(pos.epoch);
   mpq::log::info("{} {}: {} training images ({} per rank), {} validation images, batch {} x {} rank(s), {} epochs, "
                "device {}, {} threads",
-               mode_name(mode), c.arch, data.train_size, data.train_size / world, data.val_size,
-               c.dataloader.batch_size, world, epochs, ctx.device.str(), torch::get_num_threads());
+               mode_name(mode), run.model.arch, data.train_size, data.train_size / world, data.val_size,
+               dl.batch_size, world, epochs, ctx.device.str(), torch::get_num_threads());
   if (mode == Mode::kFinetune) {
     std::string bits;
     for (size_t i = 0; i < m.weight_bits.size(); ++i)
@@ -124,18 +126,18 @@ void train(const config::Config& c, Mode mode) {
     std::ostringstream rng;
     rng << policy_rng;
     pos.rng = rng.str();
-    save(path, c, m, *opt, pos);
+    save(path, run.files.resolved_yaml, m, *opt, pos);
   };
   while (pos.epoch < epochs) {
     const int epoch = pos.epoch;
-    const double lr = learning_rate(c, epoch);
+    const double lr = learning_rate(run.schedule, epoch);
     set_lr(*opt, lr);
     data.train->set_epoch(epoch);
     m.q.net->train();
     const auto t0 = Clock::now();
     double images = 0;
     data::Prefetcher<data::Batch> pf([&](int64_t i) { return data.train->batch(i); }, pos.batch, nb,
-                                     c.dataloader.workers, 2 * c.dataloader.workers + 2);
+                                     dl.workers, 2 * dl.workers + 2);
     while (pos.batch < nb) {
       data::Batch b = pf.next();
       const torch::Tensor x = m.input(b.images, ctx.device), y = b.labels.to(ctx.device);
@@ -195,9 +197,9 @@ void train(const config::Config& c, Mode mode) {
     const Meter train_meter = pos.meter;
     std::optional<Meter> val;
     if ((epoch + 1) % c.val_cycle == 0 || epoch + 1 == epochs) {
-      if (mode == Mode::kFinetune) recalibrate_bn(ctx, m, *data.calib, c.bn_calib_images);
+      if (mode == Mode::kFinetune) recalibrate_bn(ctx, m, *data.calib, run.evaluation.bn_calib_images);
       if (mode == Mode::kJoint) m.q.set_uniform(m.q.candidates.front());
-      val = validate(ctx, m, *data.val, c.smoothing);
+      val = validate(ctx, m, *data.val, run.evaluation.smoothing);
       const std::string train_top1 = mode == Mode::kJoint ? "" : mpq::log::format(" top1 {:.2f}", train_meter.top1());
       mpq::log::info("epoch {}/{}: train loss {:.4f}{} | val loss {:.4f} top1 {:.2f} top5 {:.2f} | {:.0f} img/s, {}{}",
                    epoch + 1, epochs, train_meter.loss(), train_top1, val->loss(), val->top1(), val->top5(),

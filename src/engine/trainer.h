@@ -14,7 +14,7 @@
 
 #include <string>
 
-#include "mpq/config/config.h"
+#include "mpq/config/options.h"
 
 namespace mpq::engine {
 
@@ -27,11 +27,11 @@ enum class Mode {
 // Trains per the config. Throws mpq::Error: InputError for a bad config or
 // input, RuntimeError for a diverged run; interrupted by SIGINT/SIGTERM, it
 // saves last.pt and throws an Error with ExitCode::kInterrupted.
-void train(const config::Config& cfg, Mode mode);
+void train(const config::RunOptions& run, Mode mode);
 
 // Recalibrates BatchNorm, evaluates on the validation set and prints top-1,
 // top-5, loss, size, BitOPs and compression ratio as YAML on stdout.
-void evaluate(const config::Config& cfg);
+void evaluate(const config::RunOptions& run);
 
 // mpq export: the ONNX graph of the finetuned network the config names,
 // with the BatchNorm state `mpq eval` would use.
@@ -47,12 +47,12 @@ struct ExportOptions {
 // Builds, writes and reads back the graph; prints the report (YAML) on
 // stdout. InputError for a config or checkpoint without a finetuned policy,
 // or bits the opset cannot hold: nothing is written then.
-void export_onnx(const config::Config& cfg, const ExportOptions& options);
+void export_onnx(const config::RunOptions& run, const ExportOptions& options);
 
 // The learning rate of `epoch` (0-based): linear warmup from warmup_lr over
 // warmup_epochs, cosine from lr to min_lr over `epochs`, then min_lr for
 // cooldown_epochs (timm's CosineLRScheduler, stepped per epoch, as the original).
-double learning_rate(const config::Config& cfg, int epoch);
-int total_epochs(const config::Config& cfg);
+double learning_rate(const config::ScheduleOptions& s, int epoch);
+int total_epochs(const config::ScheduleOptions& s);
 
 }  // namespace mpq::engine

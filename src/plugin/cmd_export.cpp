@@ -75,15 +75,16 @@ void run_export(const ExportRequest& r) {
   o.opset = r.opset;
   o.reference_dir = r.reference_dir;
   o.source = r.source;
-  config::Config c;
-  if (io::looks_like_checkpoint(r.source)) {
-    c = config_of_checkpoint(r.source, r.sets, o.input_side);
-    o.recalibrate = false;  // the checkpoint's BatchNorm as it is
-  } else {
-    c = config::load_config(r.source, r.sets);
-    for (const std::string& n : c.notices) log::warn("{}: {}", c.source, n);
+  if (r.run) {
+    engine::export_onnx(*r.run, o);
+    return;
   }
-  engine::export_onnx(c, o);
+  // A checkpoint: the config it records, parsed here (mpq cannot read checkpoints).
+  MPQ_ASSERT(io::looks_like_checkpoint(r.source), "export: a config source comes translated");
+  const config::Config c = config_of_checkpoint(r.source, r.sets, o.input_side);
+  for (const std::string& n : c.notices) log::warn("{}: {}", c.source, n);
+  o.recalibrate = false;  // the checkpoint's BatchNorm as it is
+  engine::export_onnx(config::translate(c), o);
 }
 
 }  // namespace mpq::plugin

@@ -19,19 +19,18 @@
 #include "quant/lsq.h"
 #include "mpq/common/error.h"
 #include "mpq/common/log.h"
-#include "mpq/config/config.h"
 #include "mpq/io/indicators.h"
 #include "plugin/commands.h"
 
 namespace mpq::plugin {
 
 void run_importance(const ImportanceRequest& r) {
-  const config::Config c = config::load_config(r.config, r.sets);
+  const config::ModelOptions& c = r.run.model;
   MPQ_CHECK(!c.pre_trained.empty(), c.source, ": pre_trained is empty; the importance is measured on trained "
             "full-precision weights (set pre_trained to a checkpoint of `mpq finetune` with fp_model: true)");
   MPQ_CHECK(!c.target_bits.empty(), c.source, ": target_bits must list the candidate bit-widths, e.g. [6, 5, 4, 3, 2]");
   torch::NoGradGuard no_grad;
-  engine::Data d = engine::make_data(c, 0, 1);
+  engine::Data d = engine::make_data(r.run.data, 0, 1);
   engine::Model m = engine::make_net(c, engine::Mode::kJoint, d.channels, /*load_pretrained=*/true);
   quant::QuantizedNet& q = m.q;
   q.net->eval();

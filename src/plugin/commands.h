@@ -1,9 +1,11 @@
 // The torch subcommands the plugin runs; each throws mpq::Error on failure.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "mpq/config/options.h"
 #include "mpq/io/indicators.h"
 
 namespace mpq::plugin {
@@ -24,7 +26,8 @@ void run_extract(const ExtractOptions& o);
 
 struct ExportRequest {
   std::string source;  // a config (as mpq eval takes) or a finetune checkpoint
-  std::vector<std::string> sets;
+  std::optional<config::RunOptions> run;  // a config source, as mpq translated it
+  std::vector<std::string> sets;          // a checkpoint source: overrides of the config it records
   std::string output, reference_dir;
   int opset = 21;
 };
@@ -33,8 +36,7 @@ struct ExportRequest {
 void run_export(const ExportRequest& r);
 
 struct ImportanceRequest {
-  std::string config;  // a pretrain config: network, pre_trained weights, candidates, data
-  std::vector<std::string> sets;
+  config::RunOptions run;  // a pretrain config's: network, pre_trained weights, candidates, data
   std::string output;
   int batches = 8;
 };
@@ -44,6 +46,6 @@ struct ImportanceRequest {
 void run_importance(const ImportanceRequest& r);
 
 // mpq pretrain|finetune|eval CONFIG [--set key=value]...
-void run_config_command(const std::string& command, const std::string& config, const std::vector<std::string>& sets);
+void run_config_command(const std::string& command, const config::RunOptions& run);
 
 }  // namespace mpq::plugin

@@ -25,6 +25,12 @@ int fail(mpq_torch_response* r, int code, const std::string& msg) {
   return code;
 }
 
+// The run mpq translated; a request without one is a bug of mpq's.
+mpq::config::RunOptions run_of(const mpq_torch_request& req) {
+  MPQ_ASSERT(req.run != nullptr, "torch plugin: a ", req.command, " request without its run options");
+  return mpq::config::decode(*req.run);
+}
+
 std::vector<std::string> config_sets(const mpq_torch_request& req) {
   std::vector<std::string> sets;
   for (int i = 0; i < req.config.num_sets; ++i) sets.push_back(req.config.sets[i] ? req.config.sets[i] : "");
@@ -65,6 +71,7 @@ extern "C" __attribute__((visibility("default"))) int mpq_torch_plugin_run(const
     if (command == "export") {
       mpq::plugin::ExportRequest r;
       r.source = str(req->config.config);
+      if (req->run) r.run = mpq::config::decode(*req->run);
       r.sets = config_sets(*req);
       r.output = str(req->export_.output);
       r.reference_dir = str(req->export_.reference_dir);
@@ -74,15 +81,14 @@ extern "C" __attribute__((visibility("default"))) int mpq_torch_plugin_run(const
     }
     if (command == "importance") {
       mpq::plugin::ImportanceRequest r;
-      r.config = str(req->config.config);
-      r.sets = config_sets(*req);
+      r.run = run_of(*req);
       r.output = str(req->importance.output);
       r.batches = req->importance.batches;
       mpq::plugin::run_importance(r);
       return 0;
     }
     if (command == "pretrain" || command == "finetune" || command == "eval") {
-      mpq::plugin::run_config_command(command, str(req->config.config), config_sets(*req));
+      mpq::plugin::run_config_command(command, run_of(*req));
       return 0;
     }
     return fail(resp, 1, "mpq " + command + ": unknown torch command (mpq and its plugin come from different builds?)");

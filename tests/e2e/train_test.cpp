@@ -260,7 +260,7 @@ print('ok', torch.__version__)
 #include "engine/trainer.h"
 
 TEST(Schedule, WarmupCosineCooldownAsTimm) {
-  mpq::config::Config c;
+  mpq::config::ScheduleOptions c;
   c.epochs = 10;
   c.lr = 0.1;
   c.min_lr = 0.001;

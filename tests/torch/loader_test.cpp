@@ -96,7 +96,7 @@ TEST(Loader, CifarAugmentationIsRepeatable) {
 TEST(Split, StratifiedDisjointAndSeeded) {
   std::vector<int64_t> labels;
   for (int i = 0; i < 1000; ++i) labels.push_back(i % 10 < 7 ? 0 : (i % 10 < 9 ? 1 : 2));  // classes 70/20/10 %
-  mpq::config::DataloaderConfig dl;
+  mpq::config::DataOptions dl;
   dl.val_split = 0.2;
   dl.fraction = 0.5;
   std::vector<int64_t> ids, held, ids2, held2;

@@ -6,6 +6,7 @@
 
 #include "mpq/common/error.h"
 #include "mpq/config/config.h"
+#include "mpq/config/options.h"
 #include "test_util.h"
 
 using mpq::InputError;
@@ -191,4 +192,77 @@ TEST(Config, TheResolvedFileHoldsEveryKeyAndReadsBackTheSame) {
   EXPECT_TRUE(back.notices.empty());
   EXPECT_EQ(back.excepts.at("fc").act_bit.value(), 8);
   EXPECT_EQ(back.num_best_scores, 5);
+}
+
+// The config is parsed once, in mpq, and reaches the plugin as the rooms'
+// options: every key a room uses arrives there, through the request's
+// plain struct, as the file set it.
+TEST(Config, EveryRoomGetsItsKeysThroughThePluginRequest) {
+  const auto c = parse(
+      "name: r\noutput_dir: /o\narch: resnet18\npre_trained: /w.pt\npre_trained_strict: false\n"
+      "target_bits: [5, 3]\nweight_bits: [4, 3]\nact_bits: [2, 5]\ntraining_device: cpu\n"
+      "dataloader: {dataset: cifar10, num_classes: 7, path: /d, batch_size: 9, workers: 3, strict: true,"
+      " val_split: 0.25, fraction: 0.5}\nresume: {path: auto}\nlog: {num_best_scores: 4, print_freq: 11}\n"
+      "freeze_weights: true\nepochs: 6\nsmoothing: 0.2\nlr: 0.3\nmomentum: 0.8\nweight_decay: 0.001\nmin_lr: 0.002\n"
+      "warmup_epochs: 2\nwarmup_lr: 0.004\ncooldown_epochs: 1\nval_cycle: 2\nseed: 17\ndistill: true\nsync_bn: true\n"
+      "channels_last: false\ndtype: float64\ncheckpoint_steps: 5\nbn_calib_images: 77\ndist_timeout: 33\n"
+      "dist_bucket_mb: 2.5\ndist_backend: gloo\nthreads: 3\neval: true\nfp_model: true\n");
+  const mpq::config::RunOptions sent = mpq::config::translate(c);
+  const mpq_torch_run_options wire = mpq::config::encode(sent);
+  const mpq::config::RunOptions o = mpq::config::decode(wire);
+  EXPECT_EQ(o.source, c.source);
+  EXPECT_TRUE(o.eval && o.fp_model);
+  const auto& d = o.data;
+  EXPECT_EQ(d.source, c.source);
+  EXPECT_EQ(d.dataset, "cifar10");
+  EXPECT_EQ(d.path, "/d");
+  EXPECT_EQ(d.num_classes, 7);
+  EXPECT_EQ(d.batch_size, 9);
+  EXPECT_EQ(d.workers, 3);
+  EXPECT_TRUE(d.strict);
+  EXPECT_EQ(d.val_split, 0.25);
+  EXPECT_EQ(d.fraction, 0.5);
+  EXPECT_EQ(d.seed, 17);
+  const auto& m = o.model;
+  EXPECT_EQ(m.arch, "resnet18");
+  EXPECT_EQ(m.num_classes, 7);
+  EXPECT_EQ(m.pre_trained, "/w.pt");
+  EXPECT_FALSE(m.pre_trained_strict);
+  EXPECT_EQ(m.target_bits, (std::vector<int>{5, 3}));
+  EXPECT_EQ(m.weight_bits, (std::vector<int>{4, 3}));
+  EXPECT_EQ(m.act_bits, (std::vector<int>{2, 5}));
+  EXPECT_FALSE(m.channels_last);
+  EXPECT_EQ(m.dtype, "float64");
+  const auto& s = o.schedule;
+  EXPECT_EQ(s.lr, 0.3);
+  EXPECT_EQ(s.min_lr, 0.002);
+  EXPECT_EQ(s.warmup_lr, 0.004);
+  EXPECT_EQ(s.epochs, 6);
+  EXPECT_EQ(s.warmup_epochs, 2);
+  EXPECT_EQ(s.cooldown_epochs, 1);
+  const auto& l = o.loop;
+  EXPECT_EQ(l.momentum, 0.8);
+  EXPECT_EQ(l.weight_decay, 0.001);
+  EXPECT_EQ(l.smoothing, 0.2);
+  EXPECT_TRUE(l.distill && l.freeze_weights && l.sync_bn);
+  EXPECT_EQ(l.val_cycle, 2);
+  EXPECT_EQ(l.print_freq, 11);
+  EXPECT_EQ(l.checkpoint_steps, 5);
+  EXPECT_EQ(l.dist_bucket_mb, 2.5);
+  EXPECT_EQ(l.resume_path, "auto");
+  EXPECT_EQ(l.seed, 17);
+  EXPECT_EQ(o.evaluation.bn_calib_images, 77);
+  EXPECT_EQ(o.evaluation.smoothing, 0.2);
+  EXPECT_EQ(o.process.training_device, "cpu");
+  EXPECT_EQ(o.process.dist_backend, "gloo");
+  EXPECT_EQ(o.process.dist_timeout_s, 33);
+  EXPECT_EQ(o.process.threads, 3);
+  EXPECT_EQ(o.process.seed, 17);
+  EXPECT_EQ(o.files.output_dir, "/o");
+  EXPECT_EQ(o.files.name, "r");
+  EXPECT_EQ(o.files.num_best_scores, 4);
+  EXPECT_EQ(o.files.resolved_yaml, mpq::config::to_yaml(c));
+  // The policy file, the other way to give the bits.
+  const auto p = parse("policy: /p.yaml\n");
+  EXPECT_EQ(mpq::config::decode(mpq::config::encode(mpq::config::translate(p))).model.policy, "/p.yaml");
 }

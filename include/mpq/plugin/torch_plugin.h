@@ -4,19 +4,74 @@
 #ifndef MPQ_PLUGIN_TORCH_PLUGIN_H_
 #define MPQ_PLUGIN_TORCH_PLUGIN_H_
 
-#define MPQ_TORCH_PLUGIN_ABI 4
+#define MPQ_TORCH_PLUGIN_ABI 5
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-/* mpq pretrain|finetune|eval CONFIG [--set key=value]...: the config file
- * and its overrides, already checked by mpq's command line. */
+/* A config's file and its --set overrides: for messages, and for the one
+ * config mpq cannot read, the one a checkpoint records (export). */
 typedef struct mpq_torch_config_args {
   const char* config;
   int num_sets;
   const char* const* sets; /* "key=value" */
 } mpq_torch_config_args;
+
+/* A list of bit-widths. */
+typedef struct mpq_torch_bits {
+  int count;
+  const int* values;
+} mpq_torch_bits;
+
+/* A run's configuration as mpq parsed, checked and translated it: the
+ * options of each part of the engine (mpq/config/options.h, whose
+ * encode/decode are the only code that fills or reads this). Booleans are
+ * 0/1; strings are never NULL. */
+typedef struct mpq_torch_run_options {
+  const char* source;
+  int eval, fp_model;
+  struct {
+    const char *source, *dataset, *path;
+    int num_classes, batch_size, workers, strict;
+    double val_split, fraction;
+    int seed;
+  } data;
+  struct {
+    const char *source, *arch;
+    int num_classes;
+    const char* pre_trained;
+    int pre_trained_strict;
+    mpq_torch_bits target_bits, weight_bits, act_bits;
+    const char* policy;
+    int channels_last;
+    const char* dtype;
+  } model;
+  struct {
+    double lr, min_lr, warmup_lr;
+    int epochs, warmup_epochs, cooldown_epochs;
+  } schedule;
+  struct {
+    double momentum, weight_decay, smoothing;
+    int distill, freeze_weights, sync_bn, val_cycle, print_freq, checkpoint_steps;
+    double dist_bucket_mb;
+    const char* resume_path;
+    int seed;
+  } loop;
+  struct {
+    int bn_calib_images;
+    double smoothing;
+  } evaluation;
+  struct {
+    const char *training_device, *dist_backend;
+    int dist_timeout_s, threads, seed;
+  } process;
+  struct {
+    const char *output_dir, *name;
+    int num_best_scores;
+    const char* resolved_yaml;
+  } files;
+} mpq_torch_run_options;
 
 /* mpq extract CKPT -o OUT [--b BITS...] [--input-size N]. */
 typedef struct mpq_torch_extract_args {
@@ -43,11 +98,13 @@ typedef struct mpq_torch_importance_args {
 } mpq_torch_importance_args;
 
 /* One torch subcommand to run: `command` is "pretrain", "finetune", "eval"
- * (their arguments in `config`), "extract" (in `extract`), "export" (in
- * `config` and `export_`) or "importance" (in `config` and `importance`). */
+ * (their run in `run`), "extract" (in `extract`), "export" (in `config`,
+ * `export_` and, for a config source, `run`) or "importance" (in `run` and
+ * `importance`). */
 typedef struct mpq_torch_request {
   int abi; /* MPQ_TORCH_PLUGIN_ABI of the caller */
   const char* command;
+  const mpq_torch_run_options* run; /* NULL: export of a checkpoint (its own config) */
   mpq_torch_config_args config;
   mpq_torch_extract_args extract;
   mpq_torch_export_args export_;
