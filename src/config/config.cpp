@@ -3,12 +3,21 @@
 #include <algorithm>
 #include <sstream>
 
-#include "config/yaml_util.h"
+#include "common/yaml_util.h"
 #include "mpq/common/error.h"
 #include "mpq/io/file_util.h"
 #include "mpq/search/geometry.h"
 
 namespace mpq::config {
+
+using yaml::as_bool;
+using yaml::as_double;
+using yaml::as_int;
+using yaml::as_string;
+using yaml::check_keys;
+using yaml::close_match;
+using yaml::load_yaml_string;
+using yaml::where;
 
 namespace {
 

@@ -3,7 +3,7 @@
 #include <set>
 #include <sstream>
 
-#include "config/yaml_util.h"
+#include "common/yaml_util.h"
 #include "mpq/common/error.h"
 #include "mpq/search/geometry.h"
 
@@ -11,10 +11,10 @@ namespace mpq::search {
 
 namespace {
 
-using config::as_bool;
-using config::as_int;
-using config::as_string;
-using config::where;
+using yaml::as_bool;
+using yaml::as_int;
+using yaml::as_string;
+using yaml::where;
 
 const std::vector<std::string> kLayerKeys = {"name", "type", "in", "out", "kernel", "stride", "padding", "groups",
                                              "in_hw", "out_hw", "params", "macs", "searchable"};
@@ -45,7 +45,7 @@ std::vector<LayerGeometry> read_layers(const std::string& file, const YAML::Node
   std::set<std::string> names;
   bool any_explicit = false;
   for (const auto& n : list) {
-    config::check_keys(file, n, "layers[]", kLayerKeys);
+    yaml::check_keys(file, n, "layers[]", kLayerKeys);
     LayerGeometry l;
     MPQ_CHECK(n["name"], where(file, n), ": layer has no 'name'");
     l.name = as_string(file, n["name"], "name");
@@ -108,7 +108,7 @@ std::vector<LayerGeometry> read_layers(const std::string& file, const YAML::Node
 }  // namespace
 
 ModelGeometry load_geometry(const std::string& path, const std::string& model) {
-  const YAML::Node root = config::load_yaml_file(path);
+  const YAML::Node root = yaml::load_yaml_file(path);
   ModelGeometry g;
   if (root.IsMap() && !root["layers"]) {
     // A mapping from model names to layer lists.
@@ -122,13 +122,13 @@ ModelGeometry load_geometry(const std::string& path, const std::string& model) {
     const std::string pick = model.empty() ? names[0] : model;
     const YAML::Node list = root[pick];
     if (!list) {
-      const std::string hint = config::close_match(pick, names);
+      const std::string hint = yaml::close_match(pick, names);
       throw InputError(path + ": has no model '" + pick + "'" + (hint.empty() ? "" : " (did you mean '" + hint + "'?)"));
     }
     g.model = pick;
     g.layers = read_layers(path, list);
   } else {
-    config::check_keys(path, root, "", kTopKeys);
+    yaml::check_keys(path, root, "", kTopKeys);
     MPQ_CHECK(root["layers"], path, ": no 'layers' list");
     g.model = root["model"] ? as_string(path, root["model"], "model") : (model.empty() ? "custom" : model);
     MPQ_CHECK(model.empty() || model == g.model, path, ": describes model '", g.model, "', but --model says '", model,

@@ -5,7 +5,7 @@
 #include <cstdio>
 #include <sstream>
 
-#include "config/yaml_util.h"
+#include "common/yaml_util.h"
 #include "search/doc.h"
 #include "mpq/common/error.h"
 
@@ -159,23 +159,23 @@ std::string sweep_json(const Policy& header, const Sweep& sw) {
 }
 
 PolicyBits load_policy(const std::string& path) {
-  const YAML::Node root = config::load_yaml_file(path);
+  const YAML::Node root = yaml::load_yaml_file(path);
   MPQ_CHECK(root.IsMap(), path, ": not a policy file (expected a mapping written by `mpq search`)");
   MPQ_CHECK(!root["sweep"], path, ": a sweep of many policies, not one; run `mpq search` at the budget you chose "
             "(a point's `budget`) for its policy file");
   PolicyBits p;
-  if (root["model"]) p.model = config::as_string(path, root["model"], "model");
+  if (root["model"]) p.model = yaml::as_string(path, root["model"], "model");
   auto read_list = [&](const char* key, auto conv) {
     const YAML::Node n = root[key];
     MPQ_CHECK(n, path, ": no '", key, "' (is this a policy file from `mpq search`?)");
-    MPQ_CHECK(n.IsSequence(), config::where(path, n), ": ", key, " must be a list");
+    MPQ_CHECK(n.IsSequence(), yaml::where(path, n), ": ", key, " must be a list");
     for (const auto& x : n) conv(x);
   };
-  read_list("layers", [&](const YAML::Node& x) { p.layers.push_back(config::as_string(path, x, "layers[]")); });
+  read_list("layers", [&](const YAML::Node& x) { p.layers.push_back(yaml::as_string(path, x, "layers[]")); });
   for (auto [key, out] : {std::pair{"weight_bits", &p.weight_bits}, {"act_bits", &p.act_bits}})
     read_list(key, [&, key = key, out = out](const YAML::Node& x) {
-      const int64_t b = config::as_int(path, x, key);
-      MPQ_CHECK(b >= 1 && b <= 32, config::where(path, x), ": ", key, " holds ", b, " (expected 1 to 32 bits)");
+      const int64_t b = yaml::as_int(path, x, key);
+      MPQ_CHECK(b >= 1 && b <= 32, yaml::where(path, x), ": ", key, " holds ", b, " (expected 1 to 32 bits)");
       out->push_back(static_cast<int>(b));
     });
   MPQ_CHECK(p.weight_bits.size() == p.layers.size() && p.act_bits.size() == p.layers.size(), path, ": ",

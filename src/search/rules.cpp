@@ -12,7 +12,7 @@
 #include <sstream>
 #include <tuple>
 
-#include "config/yaml_util.h"
+#include "common/yaml_util.h"
 #include "mpq/common/error.h"
 #include "mpq/common/text.h"
 #include "mpq/io/file_util.h"
@@ -30,7 +30,7 @@ std::vector<size_t> select(const SearchProblem& p, const LayerRule& rule, const 
   for (size_t l = 0; l < p.num_layers(); ++l)
     if (is_pattern(name) ? fnmatch(name.c_str(), p.names[l].c_str(), 0) == 0 : p.names[l] == name) out.push_back(l);
   if (out.empty()) {
-    const std::string hint = is_pattern(name) ? "" : config::close_match(name, p.names);
+    const std::string hint = is_pattern(name) ? "" : yaml::close_match(name, p.names);
     throw InputError(rule.text + ": " + (is_pattern(name) ? "the pattern '" + name + "' matches" : "'" + name + "' is") +
                      " no searchable layer" + (hint.empty() ? "" : " (did you mean '" + hint + "'?)") +
                      "; the policy file's `layers` lists them");
@@ -276,7 +276,7 @@ void apply_cost_table(SearchProblem& p, const ModelGeometry& g, const CostTable&
     const auto it = searchable.find(name);
     if (it == searchable.end()) {
       const bool known = std::find(all.begin(), all.end(), name) != all.end();
-      const std::string hint = config::close_match(name, all);
+      const std::string hint = yaml::close_match(name, all);
       MPQ_CHECK(known, t.path, ": layer '", t.layers[k], "' is not a layer of ", g.model,
                 hint.empty() ? "" : " (did you mean '" + hint + "'?)");
       // An excepted layer: it runs at 8/8 bits.

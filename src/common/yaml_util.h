@@ -9,7 +9,7 @@
 
 #include <yaml-cpp/yaml.h>
 
-namespace mpq::config {
+namespace mpq::yaml {
 
 // Parses a YAML (or JSON) file; InputError with line:column on a syntax error.
 YAML::Node load_yaml_file(const std::string& path);
@@ -31,4 +31,4 @@ int64_t as_int(const std::string& file, const YAML::Node& n, const std::string& 
 bool as_bool(const std::string& file, const YAML::Node& n, const std::string& key);
 std::string as_string(const std::string& file, const YAML::Node& n, const std::string& key);
 
-}  // namespace mpq::config
+}  // namespace mpq::yaml

@@ -1,4 +1,4 @@
-#include "config/yaml_util.h"
+#include "common/yaml_util.h"
 
 #include <algorithm>
 #include <map>
@@ -14,7 +14,7 @@
 #include "mpq/common/error.h"
 #include "mpq/io/file_util.h"
 
-namespace mpq::config {
+namespace mpq::yaml {
 
 namespace {
 std::string mark_str(const std::string& file, const YAML::Mark& m) {
@@ -115,4 +115,4 @@ std::string as_string(const std::string& file, const YAML::Node& n, const std::s
   return n.Scalar();
 }
 
-}  // namespace mpq::config
+}  // namespace mpq::yaml
