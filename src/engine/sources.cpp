@@ -110,22 +110,21 @@ void split_training_set(const std::vector<int64_t>& labels, const config::DataOp
 }
 
 // Labels past num_classes would end as an index error deep in the loss.
-void check_labels(const config::DataOptions& c, const std::vector<int64_t>& labels, const std::string& what) {
+void check_labels(const config::DataOptions& dl, const std::vector<int64_t>& labels, const std::string& what) {
   const auto it = std::max_element(labels.begin(), labels.end());
   if (it == labels.end()) return;
-  MPQ_CHECK(*it < c.num_classes, what, ": holds label ", *it, " (image ", it - labels.begin(),
-            "), but dataloader.num_classes is ", c.num_classes, " in ", c.source,
+  MPQ_CHECK(*it < dl.num_classes, what, ": holds label ", *it, " (image ", it - labels.begin(),
+            "), but dataloader.num_classes is ", dl.num_classes, " in ", dl.source,
             "; raise num_classes or fix the labels");
 }
 
 // A split, fraction or shard that leaves some rank nothing to train or
 // validate on is refused before training, with the counts.
-void check_split(const config::DataOptions& c, int world, int64_t total, int64_t train_n, int64_t val_n) {
-  const auto& dl = c;
-  MPQ_CHECK(train_n >= world, c.source, ": dataloader.fraction ", dl.fraction, " and val_split ", dl.val_split,
+void check_split(const config::DataOptions& dl, int world, int64_t total, int64_t train_n, int64_t val_n) {
+  MPQ_CHECK(train_n >= world, dl.source, ": dataloader.fraction ", dl.fraction, " and val_split ", dl.val_split,
             " leave ", train_n, " training image(s) of ", total, " for ", world,
             " rank(s); raise fraction or lower val_split");
-  MPQ_CHECK(val_n > 0, c.source, ": ",
+  MPQ_CHECK(val_n > 0, dl.source, ": ",
             dl.val_split > 0 ? detail::concat("dataloader.val_split ", dl.val_split, " holds out no image of ", total)
                              : std::string("the validation split has no images"),
             "; raise val_split, or set it to 0 to validate on the dataset's test split");
@@ -136,27 +135,26 @@ int input_channels(const config::DataOptions& o) {
   return d == "fashion_mnist" || d == "mnist" ? 1 : 3;
 }
 
-Data make_data(const config::DataOptions& c, int rank, int world) {
-  const auto& dl = c;
+Data make_data(const config::DataOptions& dl, int rank, int world) {
   Data d;
   data::LoaderOptions o;
   o.dataset = dl.dataset;
   o.batch_size = dl.batch_size;
-  o.seed = static_cast<uint64_t>(c.seed);
+  o.seed = static_cast<uint64_t>(dl.seed);
   o.rank = rank;
   o.world_size = world;
-  const uint64_t split_seed = static_cast<uint64_t>(c.seed) + 7919;
+  const uint64_t split_seed = static_cast<uint64_t>(dl.seed) + 7919;
   if (dl.dataset == "imagenet") {
-    MPQ_CHECK(!dl.path.empty(), c.source, ": dataloader.path must name the ImageNet folder (with train/ and val/)");
+    MPQ_CHECK(!dl.path.empty(), dl.source, ": dataloader.path must name the ImageNet folder (with train/ and val/)");
     auto train = std::make_shared<data::ImageFolder>(dl.path + "/train", data::ImageFolderOptions{true, 224, 256});
     auto val_train = std::make_shared<data::ImageFolder>(dl.path + "/train", data::ImageFolderOptions{false, 224, 256});
     std::vector<int64_t> labels;
     for (int64_t i = 0; i < train->size(); ++i) labels.push_back(train->label(i));
-    check_labels(c, labels, dl.path + "/train");
+    check_labels(dl, labels, dl.path + "/train");
     std::vector<int64_t> ids, held;
     split_training_set(labels, dl, split_seed, ids, held);
     d.train_size = static_cast<int64_t>(ids.size());
-    if (dl.val_split > 0) check_split(c, world, train->size(), d.train_size, static_cast<int64_t>(held.size()));
+    if (dl.val_split > 0) check_split(dl, world, train->size(), d.train_size, static_cast<int64_t>(held.size()));
     d.train = std::make_unique<FolderSource>(train, ids, o, dl.strict);
     d.calib = std::make_unique<FolderSource>(train, ids, o, dl.strict);
     data::LoaderOptions vo = o;
@@ -169,9 +167,9 @@ Data make_data(const config::DataOptions& c, int rank, int world) {
       std::vector<int64_t> all(static_cast<size_t>(val->size())), val_labels;
       std::iota(all.begin(), all.end(), 0);
       for (int64_t i : all) val_labels.push_back(val->label(i));
-      check_labels(c, val_labels, dl.path + "/val");
+      check_labels(dl, val_labels, dl.path + "/val");
       d.val_size = val->size();
-      check_split(c, world, train->size(), d.train_size, d.val_size);
+      check_split(dl, world, train->size(), d.train_size, d.val_size);
       d.val = std::make_unique<FolderSource>(val, all, vo, dl.strict);
     }
     d.channels = 3;
@@ -180,18 +178,18 @@ Data make_data(const config::DataOptions& c, int rank, int world) {
   }
   std::string path = dl.path;
   if (path.empty()) {
-    MPQ_CHECK(dl.dataset == "fashion_mnist", c.source, ": dataloader.path must name the ", dl.dataset, " folder");
+    MPQ_CHECK(dl.dataset == "fashion_mnist", dl.source, ": dataloader.path must name the ", dl.dataset, " folder");
     path = "/usr/share/datasets/fashion-mnist";
   }
   const bool cifar = dl.dataset == "cifar10";
   data::RawImages train = cifar ? data::load_cifar10(path, true) : data::load_idx_split(path, true);
-  check_labels(c, train.labels, path + (cifar ? " (training batches)" : " (training labels)"));
+  check_labels(dl, train.labels, path + (cifar ? " (training batches)" : " (training labels)"));
   std::vector<int64_t> ids, held;
   split_training_set(train.labels, dl, split_seed, ids, held);
   data::RawImages val = dl.val_split > 0 ? select(train, held) : (cifar ? data::load_cifar10(path, false)
                                                                           : data::load_idx_split(path, false));
-  if (dl.val_split <= 0) check_labels(c, val.labels, path + (cifar ? " (test batch)" : " (test labels)"));
-  check_split(c, world, train.count, static_cast<int64_t>(ids.size()), val.count);
+  if (dl.val_split <= 0) check_labels(dl, val.labels, path + (cifar ? " (test batch)" : " (test labels)"));
+  check_split(dl, world, train.count, static_cast<int64_t>(ids.size()), val.count);
   if (ids.size() != static_cast<size_t>(train.count)) train = select(train, ids);
   d.channels = train.channels;
   d.height = train.height;

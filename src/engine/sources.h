@@ -45,6 +45,6 @@ struct Data {
 // `val_split` of the training set, or the test split), calibration; this
 // rank's shards of `world`. InputError for labels past num_classes and for
 // a split or shard left empty.
-Data make_data(const config::DataOptions& o, int rank, int world);
+Data make_data(const config::DataOptions& dl, int rank, int world);
 
 }  // namespace mpq::engine
