@@ -22,6 +22,7 @@
 #include "engine/sources.h"
 #include "mpq/common/error.h"
 #include "mpq/common/log.h"
+#include "mpq/io/file_util.h"
 
 namespace mpq::engine {
 
@@ -215,12 +216,9 @@ void train(const config::RunOptions& run, Mode mode) {
     pos.batch = 0;
     pos.meter = Meter{};
     checkpoint(last);
-    if (is_best && ctx.rank0()) {
-      std::error_code ec;
-      fs::copy_file(last, best + ".tmp", fs::copy_options::overwrite_existing, ec);
-      if (!ec) fs::rename(best + ".tmp", best, ec);
-      MPQ_CHECK_T(RuntimeError, !ec, best, ": cannot write (", ec.message(), ")");
-    }
+    // A copy of last.pt, written as every checkpoint is: a temporary file
+    // renamed into place, removed where the write fails (a full disk).
+    if (is_best && ctx.rank0()) io::write_file_atomic(best, io::read_file(last));
     // After the checkpoint that records the epoch, never before it.
     files.epoch(epoch, lr, train_meter, val, images / secs, secs);
   }
