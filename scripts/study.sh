@@ -10,27 +10,36 @@
 #      of a baseline importance without joint training (`mpq importance`)
 #   4. every distinct policy finetuned with one recipe from the same
 #      full-precision weights, 3 seeds each, and evaluated once on the test split
-#   5. docs/STUDY.md and its plots, written by scripts/study_report.py from
+#   5. levers: one change at a time (more seeds, no BatchNorm recalibration,
+#      a longer finetune, the candidates 4..2, longer indicator training at a
+#      higher learning rate), each against uniform and reversed indicators
+#   6. docs/STUDY.md and its plots, written by scripts/study_report.py from
 #      the results
 # Every finished run leaves a `done` file and is never redone: a rerun (after
 # an interrupt, a full disk, a crash) continues with the runs left; a run cut
 # short is started again from scratch.
 #
-#   bash scripts/study.sh            # everything left, then the report
+#   bash scripts/study.sh            # the study's runs left (about 90 min from scratch), then the report
+#   bash scripts/study.sh --levers   # the same, then the levers (stage 5, about 50 min more)
 #   bash scripts/study.sh --report   # the report from what is finished
 #
 # MPQ_STUDY_DIR (default out/study) holds the runs; MPQ_STUDY_SEEDS (default
 # "0 1 2") the finetuning seeds. Exit: 0 done, 1 a run failed (its log is
-# named), 2 missing dataset or bad arguments, 130 interrupted.
+# named; or the disk is full, said so), 2 missing dataset or bad arguments,
+# 130 interrupted.
 set -Eeuo pipefail
+# The study's own messages go to fd 3, the caller's stderr: a failure inside a
+# run whose stderr is its log.txt is still said where the user looks.
+exec 3>&2
 cd "$(dirname "$0")/.."
 S=${MPQ_STUDY_DIR:-out/study}
 SEEDS=${MPQ_STUDY_SEEDS:-0 1 2}
-report_only=0
+report_only=0 levers=0
 case "${1:-}" in
   --report) report_only=1 ;;
+  --levers) levers=1 ;;
   "") ;;
-  *) echo "study: unknown argument '$1' (use no argument, or --report)" >&2; exit 2 ;;
+  *) echo "study: unknown argument '$1' (use no argument, --levers or --report)" >&2; exit 2 ;;
 esac
 data=/usr/share/datasets/fashion-mnist
 if [ "$report_only" = 0 ]; then
@@ -41,13 +50,7 @@ if [ "$report_only" = 0 ]; then
   bash scripts/install_deps.sh
   bash scripts/build.sh
 fi
-mkdir -p "$S/bin"
 mpq=$S/bin/mpq
-if [ "$report_only" = 0 ]; then
-  # The study's own copy of the binaries: a rebuild while it runs changes nothing under it.
-  cp build/mpq "$S/bin/mpq.tmp" && mv "$S/bin/mpq.tmp" "$S/bin/mpq"
-  cp build/libmpq_torch.so "$S/bin/libmpq_torch.so.tmp" && mv "$S/bin/libmpq_torch.so.tmp" "$S/bin/libmpq_torch.so"
-fi
 t_start=$(date +%s)
 
 fp_cfg=configs/fashion_mnist_resnet20_fp.yaml
@@ -69,21 +72,49 @@ declare -A budget_flags=(
 declare -A budget_uniform=([w2a3]="2/3" [w3a3]="3/3")
 lengths=(0.01 0.02 0.04 0.16)  # indicator-training data fractions beside the main 0.08 (2 epochs each)
 alphas=(0.5 8 32)              # the objective's weight on the weight indicators, beside the default 2
+# Levers: one change each against the main protocol, at the W2A3 budget (where uniform leads) and, for the
+# changes that only touch the search, at W3A3 too. A lever's runs live under BUDGET@LEVER.
+#   seeds    7 more finetuning seeds (3..9) of LIMPQ, uniform and reversed at W2A3: is the gap noise?
+#   nobn     no BatchNorm recalibration, in the finetune's validation nor in the test evaluation
+#   ftlong   a finetune of 2 epochs on 25% of the training set (5x the steps)
+#   cands432 the candidates 4, 3, 2 bits instead of 6..2
+#   indlong  indicators trained 4x longer (2 epochs on 32%) at 10x the learning rate (0.1)
+more_seeds=(3 4 5 6 7 8 9)
+declare -A lever_ft=([nobn]="--set bn_calib_images=0" [ftlong]="--set epochs=2 --set dataloader.fraction=0.25")
+declare -A lever_ev=([nobn]="--set bn_calib_images=0")
 
 # ---- bookkeeping --------------------------------------------------------
 current=""
 fail() {
   local rc=$?
   if [ "$rc" = 5 ] || [ "$rc" = 130 ]; then  # mpq stopped by SIGINT/SIGTERM (exit 5), or the shell itself
-    echo "study: interrupted during '${current:-the study}'; rerun to continue (finished runs are kept, this one starts again)" >&2
+    echo "study: interrupted during '${current:-the study}'; rerun to continue (finished runs are kept, this one starts again)" >&3
     exit 130
   fi
+  # A full disk fails a run whose log may be empty: say so instead of pointing at the log.
+  local free
+  free=$(df -Pk "$S" 2>/dev/null | awk 'NR == 2 {print $4}')
+  if [ -n "$free" ] && [ "$free" -lt "$min_free_kb" ]; then
+    echo "study: the disk holding $S is full ($((free / 1024)) MiB free) during '${current:-the study}';" \
+      "free at least $((min_free_kb / 1024)) MiB and rerun (finished runs are kept${current:+, this one starts again})" >&3
+    exit 1
+  fi
   [ -n "$current" ] && echo "study: run '$current' failed (exit $rc); its log: $current/log.txt; fix the cause and rerun" \
-    "(finished runs are kept)" >&2
+    "(finished runs are kept)" >&3
   exit 1
 }
+min_free_kb=$((64 * 1024))  # below this a failed run is put down to the disk (a run writes about 5 MiB)
 trap fail ERR
-trap 'echo "study: interrupted; rerun to continue (finished runs are kept)" >&2; exit 130' INT TERM
+trap 'echo "study: interrupted; rerun to continue (finished runs are kept)" >&3; exit 130' INT TERM
+if [ "$report_only" = 0 ]; then
+  mkdir -p "$S/bin"
+  # The study's own copy of the binaries: a rebuild while it runs changes nothing under it.
+  # (One command per line: a failed copy, a full disk, must stop the study, not pass inside an && list.)
+  for f in mpq libmpq_torch.so; do
+    cp "build/$f" "$S/bin/$f.tmp"
+    mv "$S/bin/$f.tmp" "$S/bin/$f"
+  done
+fi
 
 runs_done=0 runs_seconds=0
 # run DIR CMD...: runs CMD once, logging into DIR/log.txt; DIR/done holds its seconds.
@@ -146,7 +177,7 @@ policy() {
   mkdir -p "$S/policies/$b"
   current="$S/policies/$b/$name"
   # shellcheck disable=SC2086
-  $mpq search --geometry "$S/ind/s0.geometry.yaml" --i "$ind" "${cands[@]}" ${budget_flags[$b]} "$@" \
+  $mpq search --geometry "$S/ind/s0.geometry.yaml" --i "$ind" "${cands[@]}" ${budget_flags[${b%@*}]} "$@" \
     -o "$out.tmp" 2>"$S/policies/$b/$name.log.txt"
   mv "$out.tmp" "$out"
   current=""
@@ -178,24 +209,28 @@ stage_length_policies() {
 bits_key() { grep -E '^(weight_bits|act_bits):' "$1" | tr -d ' \n' | sha256sum | cut -c1-12; }
 
 # ---- 4. finetuning -------------------------------------------------------------
-# finetune BUDGET POLICY_FILE SEED: $S/ft/BUDGET/KEY/seedN (the policy's bits name the folder).
+# finetune BUDGET POLICY_FILE SEED: $S/ft/BUDGET/KEY/seedN (the policy's bits name the folder). A budget
+# BUDGET@LEVER adds the lever's overrides to the finetune (lever_ft) and the evaluation (lever_ev).
 do_finetune() {
-  local pol=$1 dir=$2 seed=$3
+  local pol=$1 dir=$2 seed=$3 lever=$4
+  # shellcheck disable=SC2206
+  local ft_extra=(${lever_ft[$lever]:-}) ev_extra=(${lever_ev[$lever]:-})
   $mpq finetune "$ft_cfg" --set policy="$pol" --set pre_trained="$S/fp_train/best.pt" --set output_dir="$dir" \
-    --set name=run --set seed="$seed" "${ft_recipe[@]}"
-  $mpq eval "$ft_cfg" --set policy="$pol" --set pre_trained="$dir/run/best.pt" >"$dir/eval.yaml"
+    --set name=run --set seed="$seed" "${ft_recipe[@]}" "${ft_extra[@]}"
+  $mpq eval "$ft_cfg" --set policy="$pol" --set pre_trained="$dir/run/best.pt" "${ev_extra[@]}" >"$dir/eval.yaml"
 }
 finetune() {
-  local b=$1 pol=$2 seed=$3 key
+  local b=$1 pol=$2 seed=$3 key lever=none
+  [[ $b == *@* ]] && lever=${b#*@}
   key=$(bits_key "$pol")
   mkdir -p "$S/ft/$b/$key"
   [ -f "$S/ft/$b/$key/policy.yaml" ] || cp "$pol" "$S/ft/$b/$key/policy.yaml"
-  run "$S/ft/$b/$key/seed$seed" do_finetune "$S/ft/$b/$key/policy.yaml" "$S/ft/$b/$key/seed$seed" "$seed"
+  run "$S/ft/$b/$key/seed$seed" do_finetune "$S/ft/$b/$key/policy.yaml" "$S/ft/$b/$key/seed$seed" "$seed" "$lever"
 }
 planned=()
 plan() { planned+=("$1|$2|$3"); }
 stage_finetune() {
-  local seed b name f n=0 total t_now eta
+  local seed b name f
   # Calibration first, then seed by seed so that a partial study has whole seeds.
   for name in w2a2 w2a3 w3a3 w4a4; do plan calib "$S/policies/calib/$name.yaml" 0; done
   for seed in $SEEDS; do
@@ -208,6 +243,11 @@ stage_finetune() {
       done
     done
   done
+  run_planned
+}
+# Runs what `plan` queued, with an ETA from the finished runs of this invocation.
+run_planned() {
+  local n=0 total b f seed eta
   total=${#planned[@]}
   local left=0 p
   for p in "${planned[@]}"; do
@@ -230,6 +270,39 @@ stage_finetune() {
   done
 }
 
+# ---- 5. levers -----------------------------------------------------------------
+stage_levers() {
+  local b f seed l main_key
+  planned=()
+  indicators long --set seed=0 --set lr=0.1 --set dataloader.fraction=0.32
+  local saved=("${cands[@]}")
+  for b in w2a3 w3a3; do
+    cands=(--b 4 3 2)
+    policy "$b@cands432" limpq_s0 "$S/ind/s0.pkl"
+    policy "$b@cands432" reversed "$S/ind/s0.pkl" --reverse-indicators
+    cands=("${saved[@]}")
+    policy "$b@indlong" limpq_s0 "$S/ind/long.pkl"
+    policy "$b@indlong" reversed "$S/ind/long.pkl" --reverse-indicators
+    main_key=$(bits_key "$S/policies/$b/limpq_s0.yaml")
+    for l in cands432 indlong; do
+      for f in limpq_s0 reversed; do
+        # A lever that lands on the main policy has its runs already.
+        [ "$(bits_key "$S/policies/$b@$l/$f.yaml")" = "$main_key" ] && continue
+        for seed in $SEEDS; do plan "$b@$l" "$S/policies/$b@$l/$f.yaml" "$seed"; done
+      done
+    done
+  done
+  # Cheap levers first, the 5x finetunes last.
+  for l in nobn seeds ftlong; do
+    for seed in $([ $l = seeds ] && echo "${more_seeds[@]}" || echo "$SEEDS"); do
+      for f in limpq_s0 uniform reversed; do
+        plan "$([ $l = seeds ] && echo w2a3 || echo "w2a3@$l")" "$S/policies/w2a3/$f.yaml" "$seed"
+      done
+    done
+  done
+  run_planned
+}
+
 if [ "$report_only" = 0 ]; then
   stage_fp
   stage_indicators
@@ -237,6 +310,7 @@ if [ "$report_only" = 0 ]; then
   stage_finetune
   stage_lengths
   stage_length_policies
+  if [ "$levers" = 1 ]; then stage_levers; fi
 fi
 trap - ERR
 echo "study: this invocation took $(($(date +%s) - t_start)) s" >&2

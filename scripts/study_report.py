@@ -237,6 +237,106 @@ def indicators_svg(names, trained, init):
     return svg_doc(60 + cols * (pw + 50), y + 20, body)
 
 
+# ---- levers -----------------------------------------------------------------
+LEVERS = [
+    ("seeds", "w2a3", "10 finetuning seeds (0..9) instead of 3"),
+    ("nobn", "w2a3", "no BatchNorm recalibration (`bn_calib_images=0`) in the finetune's validation and the test"),
+    ("ftlong", "w2a3", "finetune 2 epochs on 25% of the training set (5x the steps)"),
+    ("cands432", "w2a3", "candidates 4, 3, 2 bits instead of 6..2"),
+    ("cands432", "w3a3", "candidates 4, 3, 2 bits instead of 6..2"),
+    ("indlong", "w2a3", "indicators: 2 epochs on 32% (4x the steps) at lr 0.1 (10x)"),
+    ("indlong", "w3a3", "indicators: 2 epochs on 32% (4x the steps) at lr 0.1 (10x)"),
+]
+
+
+def paired(r, ref):
+    """Paired differences r − ref over the seeds both have."""
+    by = dict(zip(ref["seeds"], ref["test"]))
+    return [t - by[sd] for sd, t in zip(r["seeds"], r["test"]) if sd in by]
+
+
+def levers_section(P, S, ind, runs, runs_of):
+    rows = []
+    for lever, b, what in LEVERS:
+        main = {n: os.path.join(S, "policies", b, n + ".yaml") for n in ("limpq_s0", "uniform", "reversed")}
+        if not all(os.path.exists(p) for p in main.values()):
+            continue
+        if lever == "seeds":
+            got = {n: runs(b, n) for n in main}
+        elif lever in ("nobn", "ftlong"):
+            got = {n: runs_of(p, f"{b}@{lever}", n) for n, p in main.items()}
+        else:
+            got = {"uniform": runs(b, "uniform")}
+            for n in ("limpq_s0", "reversed"):
+                p = os.path.join(S, "policies", f"{b}@{lever}", n + ".yaml")
+                if not os.path.exists(p):
+                    continue
+                r = runs_of(p, f"{b}@{lever}", n)
+                if not r["test"] and r["key"] == bits_key(main["limpq_s0"]):
+                    r = runs_of(main["limpq_s0"], b, n)  # the lever lands on the main policy: its runs
+                    r["same_as_main"] = True
+                got[n] = r
+        if not got.get("limpq_s0", {}).get("test"):
+            continue
+        rows.append((lever, b, what, got))
+    if not rows:
+        return
+    P("## Levers: what might make the method help")
+    P("")
+    P("`bash scripts/study.sh --levers` runs them. One change at a time against the protocol above, each with the uniform policy and the reversed indicators "
+      "under the same change (the levers that only change the search use the main uniform runs). Δ: paired "
+      "differences in test top-1 points with the half-width of their 95% t-interval; ** marks an interval that "
+      "excludes 0. The validation column is what a user could choose on.")
+    P("")
+    P("| lever | budget | LIMPQ (avg W / A) | LIMPQ test % | uniform test % | reversed test % | Δ LIMPQ − uniform | "
+      "Δ LIMPQ − reversed | val LIMPQ / uniform |")
+    P("|---|---|---|---|---|---|---|---|---|")
+    base = {}
+    for b in ("w2a3", "w3a3"):
+        got = {n: runs(b, n) for n in ("limpq_s0", "uniform", "reversed")
+               if os.path.exists(os.path.join(S, "policies", b, n + ".yaml"))}
+        if "limpq_s0" in got:
+            first3 = lambda r, k: [v for v, sd in zip(r[k], r["seeds"]) if sd < 3]
+            base[b] = {n: {**r, "test": first3(r, "test"), "val": first3(r, "val"), "seeds": first3(r, "seeds")}
+                       for n, r in got.items()}
+    for b, got in base.items():
+        rows.insert(0 if b == "w2a3" else 1, ("none (the protocol above, seeds 0..2)", b, "", got))
+    for lever, b, what, got in rows:
+        L, U, R = got.get("limpq_s0"), got.get("uniform"), got.get("reversed")
+        cell = lambda r: fmt_pm(*mean_std(r["test"]), len(r["test"])) if r and r["test"] else "–"
+        dlt = lambda r, ref: fmt_ci(*ci95(paired(r, ref))) if r and ref and paired(r, ref) else "–"
+        vals = (f"{statistics.mean(L['val']):.2f} / {statistics.mean(U['val']):.2f}"
+                if L and U and L["val"] and U["val"] else "–")
+        bits = f"{L['avg_w']:.2f} / {L['avg_a']:.2f}" + (" (= main)" if L.get("same_as_main") else "")
+        name = f"{lever}: {what}" if what else lever
+        P(f"| {name} | {b} | {bits} | {cell(L)} | {cell(U)} | {cell(R)} | {dlt(L, U)} | {dlt(L, R)} | {vals} |")
+    P("")
+    if "long" in ind and "init" in ind and "s0" in ind:
+        _, wl, al = ind["long"]
+        _, wi, ai = ind["init"]
+        _, w0, a0 = ind["s0"]
+        bits = sorted(wl[0])
+        mv = lambda t, ref: statistics.median(abs(math.log(t[l][bt] / ref[l][bt])) for l in range(len(t)) for bt in bits)
+        rw = [wl[l][bt] / wi[l][bt] for l in range(len(wl)) for bt in bits]
+        ra = [al[l][bt] / ai[l][bt] for l in range(len(al)) for bt in bits]
+        tau = kendall_tau(importance(wl, al), importance(w0, a0))
+        tau_i = kendall_tau(importance(wl, al), importance(wi, ai))
+        cnt = lambda t: sum(1 for l in range(len(t)) for k in range(len(bits) - 1) if t[l][bits[k]] <= t[l][bits[k + 1]])
+        P(f"The longer indicator training (`indlong`) moved the scales by a median |log(s / s_init)| of "
+          f"{mv(wl, wi):.4f} (weights; {mv(w0, wi):.4f} in the main run) and {mv(al, ai):.4f} (activations; "
+          f"{mv(a0, ai):.4f}); s / s_init spans [{min(rw):.3f}, {max(rw):.3f}] for weights and "
+          f"[{min(ra):.3f}, {max(ra):.3f}] for activations. Kendall's τ of the layers' importance against the main "
+          f"seed-0 indicators is {tau:.3f}, against the initial scales {tau_i:.3f}; scales that do not fall as the "
+          f"bits rise: {cnt(wl)} weight and {cnt(al)} activation pairs of {len(wl) * (len(bits) - 1)}.")
+        for b in ("w2a3", "w3a3"):
+            p1, p2 = (os.path.join(S, "policies", x, "limpq_s0.yaml") for x in (b, f"{b}@indlong"))
+            if os.path.exists(p1) and os.path.exists(p2):
+                (wa, aa), (wb, ab) = bits_of(p1), bits_of(p2)
+                P(f"At {b} its policy differs from the main one in "
+                  f"{sum(1 for l in range(len(wa)) if wa[l] != wb[l] or aa[l] != ab[l])} of {len(wa)} layers.")
+        P("")
+
+
 # ---- main -------------------------------------------------------------------
 def main():
     ap = argparse.ArgumentParser()
@@ -256,7 +356,10 @@ def main():
         return sorted(f[:-5] for f in os.listdir(d) if f.endswith(".yaml")) if os.path.isdir(d) else []
 
     def runs(b, name):
-        pol = os.path.join(S, "policies", b, name + ".yaml")
+        return runs_of(os.path.join(S, "policies", b, name + ".yaml"), b, name)
+
+    def runs_of(pol, b, name):
+        """The finished finetunes of the policy file POL under ft/B (B may be BUDGET@LEVER)."""
         key = bits_key(pol)
         base = os.path.join(S, "ft", b, key)
         out = {"budget": b, "name": name, "key": key, "test": [], "val": [], "seeds": [], "secs": []}
@@ -291,7 +394,8 @@ def main():
     P("ResNet-20 on Fashion-MNIST (Debian's `dataset-fashion-mnist`), candidates 6, 5, 4, 3, 2 bits for "
       "weights and activations, the first conv and the fc at 8 bits. Every policy is finetuned with the same recipe "
       f"from the same full-precision weights: configs/fashion_mnist_resnet20_finetune.yaml with `{args.recipe}`, "
-      "3 seeds (the seed sets the data order, the train/validation split and the augmentation). "
+      "3 seeds (the seed sets the data order, the train/validation split and the augmentation; at w2a3, LIMPQ, uniform "
+      "and the reversed indicators have 10, the `seeds` lever below). "
       "Top-1 is on the 10,000 test images, evaluated once per run; choices (the budgets, the best random policy) "
       "read the validation split held out from the training set.")
     P("")
@@ -395,7 +499,7 @@ def main():
 
     # Indicator properties.
     ind = {}
-    for n in ["s0", "s1", "s2", "init"] + [f for f in sorted(os.listdir(os.path.join(S, "ind"))) if f.startswith("len")
+    for n in ["s0", "s1", "s2", "init", "long"] + [f for f in sorted(os.listdir(os.path.join(S, "ind"))) if f.startswith("len")
                                               and f.endswith(".pkl")]:
         n = n[:-4] if n.endswith(".pkl") else n
         p = os.path.join(S, "ind", n + ".pkl")
@@ -548,6 +652,7 @@ def main():
             e = summary[b].get("alpha_minus_uniform")
             P(f"| {b} | {a} | " + (f"{e['mean']:+.2f} ± {e['sd']:.2f} (n={e['n']})" if e else "–") + " |")
         P("")
+    levers_section(P, S, ind, runs, runs_of)
     with open(os.path.join(args.docs_dir, "study", "top1_vs_gbitops.svg"), "w") as f:
         f.write(accuracy_svg(budgets, results))
     P("Plots: [top-1 against GBitOPs](study/top1_vs_gbitops.svg), "
