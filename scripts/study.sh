@@ -74,7 +74,7 @@ lengths=(0.01 0.02 0.04 0.16)  # indicator-training data fractions beside the ma
 alphas=(0.5 8 32)              # the objective's weight on the weight indicators, beside the default 2
 # Levers: one change each against the main protocol, at the W2A3 budget (where uniform leads) and, for the
 # changes that only touch the search, at W3A3 too. A lever's runs live under BUDGET@LEVER.
-#   seeds    7 more finetuning seeds (3..9) of LIMPQ, uniform and reversed at W2A3: is the gap noise?
+#   seeds    7 more finetuning seeds (3..9) of LIMPQ, uniform and reversed at W2A3 and W3A3: is the gap noise?
 #   nobn     no BatchNorm recalibration, in the finetune's validation nor in the test evaluation
 #   ftlong   a finetune of 2 epochs on 25% of the training set (5x the steps)
 #   cands432 the candidates 4, 3, 2 bits instead of 6..2
@@ -299,6 +299,10 @@ stage_levers() {
         plan "$([ $l = seeds ] && echo w2a3 || echo "w2a3@$l")" "$S/policies/w2a3/$f.yaml" "$seed"
       done
     done
+  done
+  # The seeds lever at W3A3 too, where 3 seeds left LIMPQ against uniform at +0.36 +- 2.53.
+  for seed in "${more_seeds[@]}"; do
+    for f in limpq_s0 uniform reversed; do plan w3a3 "$S/policies/w3a3/$f.yaml" "$seed"; done
   done
   run_planned
 }

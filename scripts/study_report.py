@@ -240,6 +240,7 @@ def indicators_svg(names, trained, init):
 # ---- levers -----------------------------------------------------------------
 LEVERS = [
     ("seeds", "w2a3", "10 finetuning seeds (0..9) instead of 3"),
+    ("seeds", "w3a3", "10 finetuning seeds (0..9) instead of 3"),
     ("nobn", "w2a3", "no BatchNorm recalibration (`bn_calib_images=0`) in the finetune's validation and the test"),
     ("ftlong", "w2a3", "finetune 2 epochs on 25% of the training set (5x the steps)"),
     ("cands432", "w2a3", "candidates 4, 3, 2 bits instead of 6..2"),
@@ -394,8 +395,8 @@ def main():
     P("ResNet-20 on Fashion-MNIST (Debian's `dataset-fashion-mnist`), candidates 6, 5, 4, 3, 2 bits for "
       "weights and activations, the first conv and the fc at 8 bits. Every policy is finetuned with the same recipe "
       f"from the same full-precision weights: configs/fashion_mnist_resnet20_finetune.yaml with `{args.recipe}`, "
-      "3 seeds (the seed sets the data order, the train/validation split and the augmentation; at w2a3, LIMPQ, uniform "
-      "and the reversed indicators have 10, the `seeds` lever below). "
+      "3 seeds (the seed sets the data order, the train/validation split and the augmentation; at w2a3 and w3a3, LIMPQ, "
+      "uniform and the reversed indicators have 10, the `seeds` lever below). "
       "Top-1 is on the 10,000 test images, evaluated once per run; choices (the budgets, the best random policy) "
       "read the validation split held out from the training set.")
     P("")
