@@ -20,7 +20,7 @@
 # short is started again from scratch.
 #
 #   bash scripts/study.sh            # the study's runs left (about 90 min from scratch), then the report
-#   bash scripts/study.sh --levers   # the same, then the levers (stage 5, about 50 min more)
+#   bash scripts/study.sh --levers   # the same, then the levers (stage 5, about 60 min more)
 #   bash scripts/study.sh --report   # the report from what is finished
 #
 # MPQ_STUDY_DIR (default out/study) holds the runs; MPQ_STUDY_SEEDS (default
