@@ -305,7 +305,10 @@ def levers_section(P, S, ind, runs, runs_of):
     for lever, b, what, got in rows:
         L, U, R = got.get("limpq_s0"), got.get("uniform"), got.get("reversed")
         cell = lambda r: fmt_pm(*mean_std(r["test"]), len(r["test"])) if r and r["test"] else "–"
-        dlt = lambda r, ref: fmt_ci(*ci95(paired(r, ref))) if r and ref and paired(r, ref) else "–"
+        def dlt(r, ref):
+            d = paired(r, ref) if r and ref else []
+            return fmt_ci(*ci95(d)) if d else "–"
+
         vals = (f"{statistics.mean(L['val']):.2f} / {statistics.mean(U['val']):.2f}"
                 if L and U and L["val"] and U["val"] else "–")
         bits = f"{L['avg_w']:.2f} / {L['avg_a']:.2f}" + (" (= main)" if L.get("same_as_main") else "")
@@ -465,8 +468,7 @@ def main():
             def delta(ref):
                 if ref is None or ref is r:
                     return "–"
-                by = dict(zip(ref["seeds"], ref["test"]))
-                d = [t - by[sd] for sd, t in zip(r["seeds"], r["test"]) if sd in by]
+                d = paired(r, ref)
                 return fmt_ci(*ci95(d)) if d else "–"
 
             best = " (best random)" if r is best_rnd else ""
@@ -621,21 +623,20 @@ def main():
         pol = {r["name"]: {"test": r["test"], "val": r["val"], "seeds": r["seeds"], "avg_w": r["avg_w"],
                            "avg_a": r["avg_a"], "gbitops": r["gbitops"]} for r in results if r["budget"] == b}
         entry = {"flags": flags.get(b, ""), "policies": pol}
-        def paired(name, key):
+        def add_paired(name, key):
             if "uniform" in pol and name in pol:
-                by = dict(zip(pol["uniform"]["seeds"], pol["uniform"]["test"]))
-                d = [t - by[sd] for sd, t in zip(pol[name]["seeds"], pol[name]["test"]) if sd in by]
+                d = paired(pol[name], pol["uniform"])
                 if len(d) > 1:
                     entry[key] = {"mean": statistics.mean(d), "sd": statistics.stdev(d), "n": len(d)}
 
-        paired("limpq_s0", "limpq_minus_uniform")
+        add_paired("limpq_s0", "limpq_minus_uniform")
         # The objective's alpha chosen on the validation split: the paper's 2 (limpq_s0) or a variant.
         cands = {"2": "limpq_s0", **{n[5:]: n for n in pol if n.startswith("alpha")}}
         cands = {a: n for a, n in cands.items() if n in pol and pol[n]["val"]}
         if cands:
             best = max(cands, key=lambda a: statistics.mean(pol[cands[a]]["val"]))
             entry["chosen_alpha"] = best
-            paired(cands[best], "alpha_minus_uniform")
+            add_paired(cands[best], "alpha_minus_uniform")
         summary[b] = entry
     with open(os.path.join(args.docs_dir, "study", "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
