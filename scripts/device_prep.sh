@@ -35,7 +35,9 @@ for b in "${bins[@]}"; do
     cp -L "$path" "$d/lib/$name"
   done
 done
-cp ../shared/golden/lsq_cases.json ../shared/golden/lsq_cases.pt "$d/golden/"
+# README.md too: the tests take a folder holding it for the reference data
+# (without it the golden cases skip).
+cp ../shared/golden/README.md ../shared/golden/lsq_cases.json ../shared/golden/lsq_cases.pt "$d/golden/"
 cp ../shared/bench/limpq_train_bench.py "$d/"
 cp /usr/share/datasets/fashion-mnist/*.gz "$d/data/"
 size=$(du -sm "$d" | cut -f1)
