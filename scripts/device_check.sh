@@ -36,8 +36,13 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 || ech
 ldd "$d/bin/libmpq_torch.so" | grep "not found" && echo "device_check: libraries missing (above)"
 
 step "CUDA and LSQ tests"
-timeout 300 "$d/bin/cuda_test" 2>&1 | tail -25
-timeout 120 "$d/bin/lsq_test" 2>&1 | tail -5
+timeout 300 "$d/bin/cuda_test" >"$out/cuda_test.log" 2>&1; echo "cuda_test: exit $?"
+tail -25 "$out/cuda_test.log"
+timeout 120 "$d/bin/lsq_test" >"$out/lsq_test.log" 2>&1; echo "lsq_test: exit $?"
+tail -5 "$out/lsq_test.log"
+# A skipped golden case is a check not made: say so where it cannot be missed.
+grep -h -E "^\[  SKIPPED \] .*Golden" "$out/cuda_test.log" "$out/lsq_test.log" | sort -u |
+  sed 's/^/device_check: NOT RUN: /'
 
 run_dir=/tmp/mpq_device_runs
 rm -rf "$run_dir"
