@@ -8,7 +8,9 @@
 // by the next conv's quantizer), interleaved, on stderr; MPQ_DEVICE=cuda (or
 // cuda:N) the steps on a GPU, each timed to its end (synchronised), and the
 // host synchronisations of one step of each kind counted with CUDA's sync
-// debug mode; MPQ_BATCH=N another batch size.
+// debug mode; MPQ_CUDNN=deterministic|heuristic cuDNN's algorithm choice
+// (config key cudnn; benchmark, mpq's default, otherwise); MPQ_BATCH=N
+// another batch size.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -27,6 +29,7 @@
 #include "models/zoo.h"
 #include "mpq/common/malloc_tuning.h"
 #include "mpq/search/geometry.h"
+#include "engine/context.h"
 #include "engine/joint.h"
 #include "quant/qmodules.h"
 
@@ -125,11 +128,18 @@ int main(int argc, char** argv) {
     int batch, channels, hw, classes;
   } cases[] = {{"resnet20", 128, 1, 28, 10}, {"resnet18", 16, 3, 224, 1000}, {"mobilenetv1", 16, 3, 224, 1000}};
   const torch::Device dev = bench_device();
+  const char* cudnn = std::getenv("MPQ_CUDNN");
+  const std::string cudnn_mode = cudnn ? cudnn : "benchmark";
+  if (cudnn_mode != "benchmark" && cudnn_mode != "deterministic" && cudnn_mode != "heuristic") {
+    std::fprintf(stderr, "qat_bench: MPQ_CUDNN=%s is not one of benchmark, deterministic, heuristic\n", cudnn);
+    return 2;
+  }
+  engine::apply_cudnn_mode(cudnn_mode);
   if (const char* b = std::getenv("MPQ_BATCH"))
     for (auto& c : cases) c.batch = std::atoi(b);
-  std::printf("device %s, threads %d\n| model | batch | FP step (ms) | W4A4 step (ms) | ratio | FP img/s | W4A4 img/s | "
+  std::printf("device %s, threads %d, cudnn %s\n| model | batch | FP step (ms) | W4A4 step (ms) | ratio | FP img/s | W4A4 img/s | "
               "joint 6..2 img/s | joint / FP |\n|---|---|---|---|---|---|---|---|---|\n",
-              dev.str().c_str(), torch::get_num_threads());
+              dev.str().c_str(), torch::get_num_threads(), cudnn_mode.c_str());
   for (const auto& c : cases) {
     if (const char* only = std::getenv("MPQ_CASE"); only && std::string(only) != c.model) continue;
     torch::manual_seed(0);

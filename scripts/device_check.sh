@@ -4,13 +4,15 @@
 # against that machine's own torch (python3's, 2.11.0+cu130). In order, each
 # step bounded in time, all output to $OUT/device_check.log:
 #   1. the CUDA tests (golden LSQ cases on the GPU, CUDA = CPU kernels,
-#      deterministic step-size gradient, training steps GPU vs CPU) and the
-#      LSQ tests
+#      deterministic step-size gradient, training steps GPU vs CPU, cudnn:
+#      deterministic repeating GPU training bitwise) and the LSQ tests
 #   2. a short full-precision and a W4A4 finetune of Fashion-MNIST ResNet-20 on cuda:0
 #   3. an NCCL group of one under torchrun (--set dist_backend=nccl)
 #   4. FP, W4A4 and joint steps of ResNet-20 (28x28, batch 128) and ResNet-18
 #      (224x224, batch 256) in mpq, with the host synchronisations of one
-#      step of each, then the same steps of the original LIMPQ in PyTorch eager
+#      step of each (ResNet-18 also with cudnn: heuristic against mpq's
+#      default benchmark), then the same steps of the original LIMPQ in
+#      PyTorch eager
 # Runs here too, on the CPU, as a check of everything but the GPU parts
 # (MPQ_DEVICE_DRY=1: CPU, tiny step counts).
 set -uo pipefail
@@ -72,7 +74,10 @@ n=21; [ "$dry" = 1 ] && n=3
 bdev=cuda; [ "$dry" = 1 ] && bdev=cpu
 MPQ_DEVICE=$bdev MPQ_CASE=resnet20 MPQ_BATCH=128 timeout 200 "$d/bin/qat_bench" $n 2>&1
 [ "$dry" = 1 ] && n=2
-MPQ_DEVICE=$bdev MPQ_CASE=resnet18 MPQ_BATCH=$([ "$dry" = 1 ] && echo 4 || echo 256) timeout 300 "$d/bin/qat_bench" $n 2>&1
+b18=$([ "$dry" = 1 ] && echo 4 || echo 256)
+MPQ_DEVICE=$bdev MPQ_CASE=resnet18 MPQ_BATCH=$b18 timeout 300 "$d/bin/qat_bench" $n 2>&1
+step "the same ResNet-18 steps with cudnn: heuristic (what benchmark, the default, buys)"
+MPQ_CUDNN=heuristic MPQ_DEVICE=$bdev MPQ_CASE=resnet18 MPQ_BATCH=$b18 timeout 200 "$d/bin/qat_bench" $(( n > 9 ? 9 : n )) 2>&1
 
 step "training steps: the original LIMPQ in PyTorch eager, the same shapes"
 s=15; j=5; [ "$dry" = 1 ] && s=2 && j=1

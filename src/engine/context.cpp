@@ -1,8 +1,10 @@
 #include "engine/context.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <thread>
 
+#include <ATen/Context.h>
 #include <ATen/detail/CUDAHooksInterface.h>
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <torch/cuda.h>
@@ -56,6 +58,24 @@ dist::Backend pick_backend(const config::ProcessOptions& c, const torch::Device&
 
 }  // namespace
 
+void apply_cudnn_mode(const std::string& mode) {
+  at::Context& g = at::globalContext();
+  if (mode == "benchmark") {
+    g.setBenchmarkCuDNN(true);
+    g.setDeterministicCuDNN(false);
+  } else if (mode == "deterministic") {
+    g.setBenchmarkCuDNN(false);
+    g.setDeterministicCuDNN(true);
+    // cuBLAS reproduces its results only with a fixed workspace split; read
+    // when the first cuBLAS handle is made, after this. A user's own value stays.
+    ::setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8", /*overwrite=*/0);
+  } else {
+    MPQ_ASSERT(mode == "heuristic", "cudnn mode '", mode, "' passed validation");
+    g.setBenchmarkCuDNN(false);
+    g.setDeterministicCuDNN(false);
+  }
+}
+
 Context make_context(const config::ProcessOptions& c) {
   Context ctx;
   ctx.env = dist::env_from_environment();
@@ -63,6 +83,7 @@ Context make_context(const config::ProcessOptions& c) {
   const int hw = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   torch::set_num_threads(c.threads > 0 ? c.threads : std::max(1, hw / ctx.env.local_world_size));
   ctx.device = pick_device(ctx.env, c.training_device);
+  apply_cudnn_mode(c.cudnn);
   if (!ctx.rank0()) mpq::log::set_level(mpq::log::Level::warn);  // rank 0 logs for everyone
   // A group of one too where a backend is named under torchrun's variables:
   // a check of that backend on one device (auto makes none).

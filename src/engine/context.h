@@ -3,6 +3,7 @@
 #pragma once
 
 #include <memory>
+#include <string>
 
 #include <torch/types.h>
 
@@ -24,6 +25,10 @@ struct Context {
 // Threads, device (training_device), the group under torchrun's variables
 // (dist_backend, dist_timeout) and the seed.
 Context make_context(const config::ProcessOptions& o);
+
+// cuDNN's algorithm choice (config key cudnn): benchmark, deterministic or
+// heuristic. Flags of LibTorch's global context; they change nothing on the CPU.
+void apply_cudnn_mode(const std::string& mode);
 
 // Wires the model into the group: moved to the device, rank 0's state
 // everywhere, activation scale initialisation averaged, BatchNorm

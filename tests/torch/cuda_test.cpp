@@ -1,8 +1,10 @@
 // mpq on a GPU (CTest label `cuda`): the fused LSQ CUDA kernels against the
 // original's 72 golden cases and against the CPU kernels (bitwise: the same
-// float operations), the step-size gradient the same run to run, and
-// training steps on CUDA against the same steps on the CPU. Every test skips,
-// with the reason, where no GPU is visible (CI, this project's machines).
+// float operations), the step-size gradient the same run to run,
+// training steps on CUDA against the same steps on the CPU, and the cudnn
+// modes (deterministic: GPU training repeats itself bitwise). Every test that
+// needs a GPU skips, with the reason, where none is visible (CI, this
+// project's machines).
 #include <ATen/detail/CUDAHooksInterface.h>
 #include <gtest/gtest.h>
 
@@ -11,8 +13,10 @@
 #include <torch/torch.h>
 #include <yaml-cpp/yaml.h>
 
+#include <cstdlib>
 #include <random>
 
+#include "engine/context.h"
 #include "engine/joint.h"
 #include "models/zoo.h"
 #include "mpq/search/geometry.h"
@@ -124,4 +128,55 @@ TEST(Cuda, TrainingStepsOnTheGpuEqualTheCpusWithinTolerance) {
   const auto pc = cpu.net->named_parameters(), pg = gpu.net->named_parameters();
   for (const auto& kv : pc)
     EXPECT_LE((kv.value() - pg[kv.key()].cpu()).abs().max().item<double>(), kStepAtol) << kv.key();
+}
+
+// The config key cudnn sets LibTorch's global cuDNN flags (on every build;
+// they only matter on a GPU), and deterministic mode asks cuBLAS for its
+// reproducible workspace split unless the user chose one.
+TEST(Cuda, CudnnModesSetLibTorchsFlags) {
+  at::Context& g = at::globalContext();
+  ::unsetenv("CUBLAS_WORKSPACE_CONFIG");
+  engine::apply_cudnn_mode("benchmark");
+  EXPECT_TRUE(g.benchmarkCuDNN());
+  EXPECT_FALSE(g.deterministicCuDNN());
+  EXPECT_EQ(std::getenv("CUBLAS_WORKSPACE_CONFIG"), nullptr);
+  engine::apply_cudnn_mode("deterministic");
+  EXPECT_FALSE(g.benchmarkCuDNN());
+  EXPECT_TRUE(g.deterministicCuDNN());
+  ASSERT_NE(std::getenv("CUBLAS_WORKSPACE_CONFIG"), nullptr);
+  EXPECT_STREQ(std::getenv("CUBLAS_WORKSPACE_CONFIG"), ":4096:8");
+  ::setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8", 1);
+  engine::apply_cudnn_mode("deterministic");
+  EXPECT_STREQ(std::getenv("CUBLAS_WORKSPACE_CONFIG"), ":16:8");
+  engine::apply_cudnn_mode("heuristic");
+  EXPECT_FALSE(g.benchmarkCuDNN());
+  EXPECT_FALSE(g.deterministicCuDNN());
+  ::unsetenv("CUBLAS_WORKSPACE_CONFIG");
+}
+
+// cudnn: deterministic makes GPU training repeat itself bit for bit: two
+// runs of the same joint and W4A4 finetuning steps end with equal weights.
+TEST(Cuda, DeterministicModeRepeatsGpuTrainingBitwise) {
+  MPQ_NEED_GPU();
+  engine::apply_cudnn_mode("deterministic");
+  const std::vector<int> cands = {4, 3, 2};
+  torch::manual_seed(1);
+  const torch::Tensor x = torch::randn({32, 1, 28, 28}).cuda(), y = torch::randint(10, {32}).cuda();
+  auto run = [&] {
+    torch::manual_seed(0);
+    auto q = quant::quantize_for_indicators(models::make_model("resnet20", {10, 1}), cands);
+    q.net->to(torch::kCUDA);
+    q.net->to_channels_last();
+    auto opt = engine::make_sgd(*q.net, 0.01, 0.9, 2.5e-5);
+    std::mt19937_64 r(0);
+    for (int step = 0; step < 3; ++step)
+      engine::joint_step(q, *opt, x, y, 0.1, engine::sample_policy(r, cands, q.convs.size()));
+    std::vector<torch::Tensor> w;
+    for (const auto& p : q.net->parameters()) w.push_back(p.detach().cpu());
+    return w;
+  };
+  const auto a = run(), b = run();
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(torch::equal(a[i], b[i])) << "parameter " << i;
+  engine::apply_cudnn_mode("benchmark");
 }

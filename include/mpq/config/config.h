@@ -84,6 +84,10 @@ struct Config {
   double dist_bucket_mb = 25;         // gradient all-reduce bucket size (DDP's bucket_cap_mb)
   std::string dist_backend = "auto";  // c10d backend: auto (NCCL on CUDA where built in, else Gloo), gloo, nccl
   int threads = 0;                    // intra-op threads per process; 0: torch's default
+  // How cuDNN picks convolution algorithms on a GPU: benchmark (time them
+  // for each new shape, keep the fastest), deterministic (only
+  // bit-reproducible ones), heuristic (LibTorch's default choice).
+  std::string cudnn = "benchmark";
   bool pre_trained_strict = true;     // every pre_trained tensor must match the model
   // Keys the file sets that change nothing, each with why ("quan.act.bit: ignored
   // because ..."): the command that runs the config logs them once.

@@ -62,6 +62,7 @@ struct EvalOptions {
 struct ProcessOptions {
   std::string training_device = "auto", dist_backend = "auto";
   int dist_timeout_s = 300, threads = 0, seed = 0;
+  std::string cudnn = "benchmark";  // benchmark, deterministic or heuristic
 };
 
 // The run folder and what its checkpoints record (engine/run_files, run_state).

@@ -4,7 +4,7 @@
 #ifndef MPQ_PLUGIN_TORCH_PLUGIN_H_
 #define MPQ_PLUGIN_TORCH_PLUGIN_H_
 
-#define MPQ_TORCH_PLUGIN_ABI 5
+#define MPQ_TORCH_PLUGIN_ABI 6
 
 #ifdef __cplusplus
 extern "C" {
@@ -65,6 +65,7 @@ typedef struct mpq_torch_run_options {
   struct {
     const char *training_device, *dist_backend;
     int dist_timeout_s, threads, seed;
+    const char* cudnn;
   } process;
   struct {
     const char *output_dir, *name;
