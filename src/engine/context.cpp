@@ -84,6 +84,9 @@ Context make_context(const config::ProcessOptions& c) {
   torch::set_num_threads(c.threads > 0 ? c.threads : std::max(1, hw / ctx.env.local_world_size));
   ctx.device = pick_device(ctx.env, c.training_device);
   apply_cudnn_mode(c.cudnn);
+  if (ctx.device.is_cuda() && ctx.rank0() && c.cudnn != "deterministic")
+    mpq::log::info("cudnn: {}: GPU runs and resumes agree to float rounding, not bit for bit (cudnn: deterministic "
+                   "for that, slower)", c.cudnn);
   if (!ctx.rank0()) mpq::log::set_level(mpq::log::Level::warn);  // rank 0 logs for everyone
   // A group of one too where a backend is named under torchrun's variables:
   // a check of that backend on one device (auto makes none).
