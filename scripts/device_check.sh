@@ -42,9 +42,9 @@ timeout 300 "$d/bin/cuda_test" >"$out/cuda_test.log" 2>&1; echo "cuda_test: exit
 tail -25 "$out/cuda_test.log"
 timeout 120 "$d/bin/lsq_test" >"$out/lsq_test.log" 2>&1; echo "lsq_test: exit $?"
 tail -5 "$out/lsq_test.log"
-# A skipped golden case is a check not made: say so where it cannot be missed.
-grep -h -E "^\[  SKIPPED \] .*Golden" "$out/cuda_test.log" "$out/lsq_test.log" | sort -u |
-  sed 's/^/device_check: NOT RUN: /'
+# A skipped test is a check not made: say so where it cannot be missed.
+grep -h -E "^\[  SKIPPED \] [A-Za-z0-9_]+\." "$out/cuda_test.log" "$out/lsq_test.log" | sed -E 's/ \([0-9]+ ms\)$//' |
+  sort -u | sed 's/^\[  SKIPPED \] /device_check: NOT RUN: /'
 
 run_dir=/tmp/mpq_device_runs
 rm -rf "$run_dir"
