@@ -10,8 +10,7 @@
 // host synchronisations of one step of each kind counted with CUDA's sync
 // debug mode; MPQ_CUDNN=deterministic|heuristic cuDNN's algorithm choice
 // (config key cudnn; benchmark, mpq's default, otherwise); MPQ_BATCH=N
-// another batch size; MPQ_WGRAD_AB=1 also every FP and W4A4 step with
-// LibTorch's own convolution weight gradient (models/conv.h), interleaved, on stderr.
+// another batch size.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -27,7 +26,6 @@
 #endif
 #include <c10/util/Exception.h>
 
-#include "models/conv.h"
 #include "models/zoo.h"
 #include "mpq/common/malloc_tuning.h"
 #include "mpq/search/geometry.h"
@@ -161,34 +159,14 @@ int main(int argc, char** argv) {
       separate = std::make_unique<Trainer>(qn.net, c.batch, c.channels, c.hw, c.classes, dev);
     }
     // Interleaved, so all see the same machine; two warm-up steps each.
-    std::vector<double> tf, tq, ts, lf, lq;
-    const bool wgrad_ab = std::getenv("MPQ_WGRAD_AB") != nullptr;
+    std::vector<double> tf, tq, ts;
     for (int i = 0; i < steps + 2; ++i) {
       const double a = fp.step(), b = q.step(), d = separate ? separate->step() : 0;
-      double la = 0, lb = 0;
-      if (wgrad_ab) {
-        models::set_own_weight_grad(false);
-        la = fp.step();
-        lb = q.step();
-        models::set_own_weight_grad(true);
-      }
       if (i >= 2) {
         tf.push_back(a);
         tq.push_back(b);
         ts.push_back(d);
-        lf.push_back(la);
-        lq.push_back(lb);
       }
-    }
-    if (wgrad_ab) {
-      std::vector<double> rf, rq;
-      for (size_t i = 0; i < tf.size(); ++i) {
-        rf.push_back(lf[i] / tf[i]);
-        rq.push_back(lq[i] / tq[i]);
-      }
-      std::fprintf(stderr, "%s: weight gradient mpq's / LibTorch's: FP %.1f / %.1f ms, W4A4 %.1f / %.1f ms; LibTorch's "
-                   "/ mpq's, median of paired ratios: FP %.3fx, W4A4 %.3fx\n", c.model, median(tf) * 1e3,
-                   median(lf) * 1e3, median(tq) * 1e3, median(lq) * 1e3, median(rf), median(rq));
     }
     if (separate) {
       std::vector<double> r;

@@ -9,7 +9,6 @@
 
 #include <torch/autograd.h>
 
-#include "models/conv.h"
 #include "mpq/common/error.h"
 
 namespace mpq::models {
@@ -129,7 +128,7 @@ void NetImpl::replace_bn(const Slot& slot, nn::AnyModule m) {
 namespace {
 
 nn::AnyModule conv(int64_t in, int64_t out, int k, int stride, int pad, int64_t groups = 1) {
-  return nn::AnyModule(Conv2d(nn::Conv2dOptions(in, out, k).stride(stride).padding(pad).groups(groups).bias(false)));
+  return nn::AnyModule(nn::Conv2d(nn::Conv2dOptions(in, out, k).stride(stride).padding(pad).groups(groups).bias(false)));
 }
 
 // Registers an AnyModule child and returns it for storage.

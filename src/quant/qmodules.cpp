@@ -5,7 +5,6 @@
 
 #include <cmath>
 
-#include "models/conv.h"
 #include "mpq/common/error.h"
 
 namespace mpq::quant {
@@ -40,7 +39,7 @@ torch::Tensor QConv2dImpl::forward(torch::Tensor x) {
   if (input_probe) input_probe(absorbs_relu() ? torch::relu(x) : x);
   if (quan_a_fn) x = quan_a_fn->forward(x, act_bits, absorbs_relu());
   const torch::Tensor w = quan_w_fn->forward(weight, weight_bits);
-  return models::conv2d(x, w, bias, stride_, padding_, dilation_, groups_);
+  return torch::conv2d(x, w, bias, stride_, padding_, dilation_, groups_);
 }
 
 QLinearImpl::QLinearImpl(const torch::nn::LinearImpl& src, int b, bool sat_) : bits(b), sat(sat_) {
