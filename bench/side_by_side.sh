@@ -20,18 +20,24 @@ bench=${LIMPQ_BENCH:-../shared/bench/limpq_train_bench.py}
 export LIMPQ_DIR
 [ -x "$build/qat_bench" ] || { echo "side_by_side: $build/qat_bench not built (run scripts/build.sh)" >&2; exit 2; }
 [ -x "$py" ] || { echo "side_by_side: no python at $py (run scripts/install_torch.sh, or set MPQ_PYTHON)" >&2; exit 2; }
+# The original's models are built from torchvision's blocks.
+"$py" -c 'import torchvision' 2>/dev/null || {
+  echo "side_by_side: the original's bench needs torchvision beside $py's torch; install it with" \
+    "$py -m pip install --no-deps torchvision==0.26.0 pillow (0.26 is torch 2.11's)" >&2
+  exit 2
+}
 models=${MODELS:-resnet20 resnet18}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
 run_mpq() {  # model steps -> "fp qat joint" img/s
   MPQ_CASE=$1 "$build/qat_bench" "$2" "$threads" 2>"$tmp/mpq.err" |
-    awk -F'|' -v m="$1" '$2 ~ " "m" " {gsub(/ /,""); print $7, $8, $9}'
+    awk -F'|' -v m="$1" '$2 ~ " "m" " {gsub(/ /,""); print $7, $8, $9}' || true
 }
 run_limpq() {  # model steps -> "fp qat joint" img/s
   "$py" "$bench" --model "$1" --modes fp,qat,joint --steps "$2" --joint-steps "$(( $2 / 3 > 3 ? $2 / 3 : 3 ))" \
     --threads "$threads" 2>"$tmp/limpq.err" |
-    awk '$1 == "RESULT" {v[$3] = $5} END {print v["fp"], v["qat"], v["joint"]}'
+    awk '$1 == "RESULT" {v[$3] = $5} END {print v["fp"], v["qat"], v["joint"]}' || true
 }
 
 echo "torch $("$py" -c 'import torch; print(torch.__version__)') for the original; mpq: $(grep -m1 'Torch_DIR' "$build/CMakeCache.txt" | cut -d= -f2)"
