@@ -5,7 +5,10 @@
 // one model only; MPQ_PROFILE=DIR Chrome traces of three steps of each;
 // MPQ_MALLOC=system glibc's malloc defaults instead of mpq's settings;
 // MPQ_RELU_AB=1 also the W4A4 step with every ReLU its own op (none absorbed
-// by the next conv's quantizer), interleaved, on stderr; MPQ_DEVICE=cuda (or
+// by the next conv's quantizer), interleaved, on stderr; MPQ_BN_AB=1 also
+// the FP step with torch's own BatchNorm, add and ReLU (models/bn_relu.h's
+// fusion off), interleaved, on stderr; MPQ_BN_FUSION=0 that fusion off for
+// the whole run; MPQ_DEVICE=cuda (or
 // cuda:N) the steps on a GPU, each timed to its end (synchronised), and the
 // host synchronisations of one step of each kind counted with CUDA's sync
 // debug mode; MPQ_CUDNN=deterministic|heuristic cuDNN's algorithm choice
@@ -26,6 +29,7 @@
 #endif
 #include <c10/util/Exception.h>
 
+#include "models/bn_relu.h"
 #include "models/zoo.h"
 #include "mpq/common/malloc_tuning.h"
 #include "mpq/search/geometry.h"
@@ -123,6 +127,7 @@ int main(int argc, char** argv) {
   // As mpq's torch commands do; MPQ_MALLOC=system measures glibc's defaults.
   std::fprintf(stderr, "%s\n", mpq::tune_malloc_for_training().c_str());
   if (argc > 2) torch::set_num_threads(std::atoi(argv[2]));
+  if (const char* f = std::getenv("MPQ_BN_FUSION"); f && std::string(f) == "0") models::set_bn_relu_fusion(false);
   struct Case {
     const char* model;
     int batch, channels, hw, classes;
@@ -158,15 +163,37 @@ int main(int argc, char** argv) {
       for (auto& conv : qn.convs) conv->input_after_relu = false;
       separate = std::make_unique<Trainer>(qn.net, c.batch, c.channels, c.hw, c.classes, dev);
     }
+    std::unique_ptr<Trainer> composed;
+    if (std::getenv("MPQ_BN_AB") != nullptr) {
+      torch::manual_seed(0);
+      composed = std::make_unique<Trainer>(models::make_model(c.model, {c.classes, c.channels}), c.batch, c.channels,
+                                           c.hw, c.classes, dev);
+    }
+    auto composed_step = [&] {
+      const bool was = models::bn_relu_fusion();
+      models::set_bn_relu_fusion(false);
+      const double t = composed->step();
+      models::set_bn_relu_fusion(was);
+      return t;
+    };
     // Interleaved, so all see the same machine; two warm-up steps each.
-    std::vector<double> tf, tq, ts;
+    std::vector<double> tf, tq, ts, tc;
     for (int i = 0; i < steps + 2; ++i) {
       const double a = fp.step(), b = q.step(), d = separate ? separate->step() : 0;
+      const double e = composed ? composed_step() : 0;
       if (i >= 2) {
         tf.push_back(a);
         tq.push_back(b);
         ts.push_back(d);
+        tc.push_back(e);
       }
+    }
+    if (composed) {
+      std::vector<double> r;
+      for (size_t i = 0; i < tf.size(); ++i) r.push_back(tc[i] / tf[i]);
+      std::fprintf(stderr, "%s: FP with BatchNorm+add+ReLU fused median %.1f ms, composed %.1f ms; composed / fused: "
+                   "medians %.3fx, median of paired ratios %.3fx\n", c.model, median(tf) * 1e3, median(tc) * 1e3,
+                   median(tc) / median(tf), median(r));
     }
     if (separate) {
       std::vector<double> r;

@@ -9,6 +9,7 @@
 
 #include <torch/autograd.h>
 
+#include "models/bn_relu.h"
 #include "mpq/common/error.h"
 
 namespace mpq::models {
@@ -59,15 +60,22 @@ void BatchNormImpl::reset_running_stats() {
   num_batches_tracked.zero_();
 }
 
+namespace {
+
+// Counts a training batch and returns the running statistics' factor, as
+// torch's BatchNorm: the momentum, or the cumulative average when it is None.
+double count_batch(BatchNormImpl& b) {
+  torch::NoGradGuard no_grad;
+  b.num_batches_tracked += 1;
+  return b.options.momentum() ? *b.options.momentum() : 1.0 / b.num_batches_tracked.item<double>();
+}
+
+}  // namespace
+
 torch::Tensor BatchNormImpl::forward(const torch::Tensor& x) {
   MPQ_CHECK(x.dim() == 4, "BatchNorm2d: expected a 4-d input, got ", x.dim(), " dimensions");
   if (!is_training() || !bn_reducer()) {
-    double factor = 0;  // torch's BatchNorm: momentum, or the cumulative average when it is None
-    if (is_training()) {
-      torch::NoGradGuard no_grad;
-      num_batches_tracked += 1;
-      factor = options.momentum() ? *options.momentum() : 1.0 / num_batches_tracked.item<double>();
-    }
+    const double factor = is_training() ? count_batch(*this) : 0.0;
     return torch::batch_norm(x, weight, bias, running_mean, running_var, is_training(), factor, options.eps(),
                              at::globalContext().userEnabledCuDNN());
   }
@@ -82,9 +90,8 @@ torch::Tensor BatchNormImpl::forward(const torch::Tensor& x) {
   const torch::Tensor mean = mean_d.to(x.scalar_type());
   const torch::Tensor var = (g.slice(0, c, 2 * c) / n - mean_d * mean_d).clamp_min(0).to(x.scalar_type());
   {
+    const double m = count_batch(*this);
     torch::NoGradGuard no_grad;
-    num_batches_tracked += 1;
-    const double m = options.momentum() ? *options.momentum() : 1.0 / num_batches_tracked.item<double>();
     running_mean.mul_(1 - m).add_(mean.detach() * m);
     running_var.mul_(1 - m).add_(var.detach() * (m * n / std::max(1.0, n - 1)));
   }
@@ -92,10 +99,32 @@ torch::Tensor BatchNormImpl::forward(const torch::Tensor& x) {
   return (x - v(mean)) * v(torch::rsqrt(var + options.eps()) * weight) + v(bias);
 }
 
-torch::Tensor relu_before(const nn::AnyModule& next, const torch::Tensor& x) {
-  const auto* a = dynamic_cast<const ReluAbsorber*>(next.ptr().get());
-  return a != nullptr && a->absorbs_relu() ? x : torch::relu(x);
+torch::Tensor BatchNormImpl::forward_relu(const torch::Tensor& x, const torch::Tensor& residual) {
+  if (is_training() && !bn_reducer() && bn_relu_fusable(x, residual, weight, bias))
+    return bn_relu_train(x, residual, weight, bias, running_mean, running_var, count_batch(*this), options.eps());
+  const torch::Tensor y = forward(x);
+  return torch::relu(residual.defined() ? y + residual : y);
 }
+
+torch::Tensor bn_relu(nn::AnyModule& bn, const torch::Tensor& x, const torch::Tensor& residual) {
+  if (auto* f = dynamic_cast<BnReluFuser*>(bn.ptr().get())) return f->forward_relu(x, residual);
+  const torch::Tensor y = bn.forward(x);
+  return torch::relu(residual.defined() ? y + residual : y);
+}
+
+namespace {
+
+bool absorbs_relu(const nn::AnyModule& next) {
+  const auto* a = dynamic_cast<const ReluAbsorber*>(next.ptr().get());
+  return a != nullptr && a->absorbs_relu();
+}
+
+// relu(bn(x)), the ReLU left to `next` where it absorbs it.
+torch::Tensor bn_relu_before(const nn::AnyModule& next, nn::AnyModule& bn, const torch::Tensor& x) {
+  return absorbs_relu(next) ? bn.forward(x) : bn_relu(bn, x);
+}
+
+}  // namespace
 
 void NetImpl::to_channels_last() {
   torch::NoGradGuard no_grad;
@@ -167,15 +196,10 @@ class BlockImpl : public nn::Module {
   }
 
   torch::Tensor forward(torch::Tensor x) {
-    torch::Tensor y = relu_before(conv2, bn1.forward(conv1.forward(x)));
-    if (bottleneck_) {
-      y = relu_before(conv3, bn2.forward(conv2.forward(y)));
-      y = bn3.forward(conv3.forward(y));
-    } else {
-      y = bn2.forward(conv2.forward(y));
-    }
+    torch::Tensor y = bn_relu_before(conv2, bn1, conv1.forward(x));
+    if (bottleneck_) y = bn_relu_before(conv3, bn2, conv2.forward(y));
     const torch::Tensor identity = downsample ? ds_bn.forward(ds_conv.forward(x)) : x;
-    return torch::relu(y + identity);
+    return bn_relu(bottleneck_ ? bn3 : bn2, (bottleneck_ ? conv3 : conv2).forward(y), identity);
   }
 
   // forward's ops; `slots` holds this block's slots from `first` on, in add_slots' order.
@@ -234,7 +258,7 @@ class ResNetImpl : public NetImpl {
   }
 
   torch::Tensor forward(torch::Tensor x) override {
-    x = torch::relu(bn1.forward(in_layout(conv1.forward(x))));
+    x = bn_relu(bn1, in_layout(conv1.forward(x)));
     if (!cifar_) x = torch::max_pool2d(x, 3, 2, 1);
     for (auto& b : blocks_) x = b->forward(x);
     x = torch::adaptive_avg_pool2d(x, {1, 1}).flatten(1);
@@ -278,8 +302,7 @@ class ConvBnImpl : public nn::Module {
     b = bn(*this, "bn", out);
   }
   torch::Tensor forward(torch::Tensor x) {
-    const torch::Tensor y = b.forward(c.forward(x));
-    return next != nullptr ? relu_before(*next, y) : torch::relu(y);
+    return next != nullptr ? bn_relu_before(*next, b, c.forward(x)) : bn_relu(b, c.forward(x));
   }
   nn::AnyModule c, b;
   const nn::AnyModule* next = nullptr;  // the next unit's conv, the only reader of this ReLU
@@ -316,7 +339,7 @@ class MobileNetV1Impl : public NetImpl {
   }
 
   torch::Tensor forward(torch::Tensor x) override {
-    x = relu_before(units_.front().second->c, first_bn.forward(in_layout(first_conv.forward(x))));
+    x = bn_relu_before(units_.front().second->c, first_bn, in_layout(first_conv.forward(x)));
     for (auto& [name, u] : units_) x = u->forward(x);
     x = torch::adaptive_avg_pool2d(x, {1, 1}).flatten(1);
     return fc.forward(x);

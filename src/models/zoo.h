@@ -48,9 +48,6 @@ struct ReluAbsorber {
   virtual bool absorbs_relu() const = 0;
 };
 
-// relu(x), unless `next` (the layer x goes to, and nowhere else) absorbs it.
-torch::Tensor relu_before(const torch::nn::AnyModule& next, const torch::Tensor& x);
-
 // Receives a network's forward as a sequence of operations on values, for
 // exporters: what forward() computes, op by op, in forward order. Values are
 // the sink's own handles. A ReLU a quantized layer absorbs is written out:
@@ -97,17 +94,30 @@ class NetImpl : public torch::nn::Module {
 
 using Net = std::shared_ptr<NetImpl>;
 
+// A BatchNorm that computes relu(bn(x) + residual) itself (`residual` may
+// be undefined), in fewer passes over memory where it can.
+struct BnReluFuser {
+  virtual ~BnReluFuser() = default;
+  virtual torch::Tensor forward_relu(const torch::Tensor& x, const torch::Tensor& residual) = 0;
+};
+
+// relu(bn(x) + residual) through `bn`'s fused path where it has one.
+torch::Tensor bn_relu(torch::nn::AnyModule& bn, const torch::Tensor& x,
+                      const torch::Tensor& residual = torch::Tensor());
+
 // The zoo's BatchNorm: torch's BatchNorm2d (same parameters, buffers and
 // names), plus SyncBatchNorm's semantics when a reducer is installed: in
 // training, the mean and variance are those of the global batch (per-channel
 // sums all-reduced, with gradients flowing back through the reduction).
-class BatchNormImpl : public torch::nn::Cloneable<BatchNormImpl> {
+class BatchNormImpl : public torch::nn::Cloneable<BatchNormImpl>, public BnReluFuser {
  public:
   explicit BatchNormImpl(int64_t channels) : BatchNormImpl(torch::nn::BatchNormOptions(channels)) {}
   explicit BatchNormImpl(const torch::nn::BatchNormOptions& options);
   void reset() override;
   void reset_running_stats();
   torch::Tensor forward(const torch::Tensor& x);
+  // relu(forward(x) + residual), one fused op in CPU training (models/bn_relu.h).
+  torch::Tensor forward_relu(const torch::Tensor& x, const torch::Tensor& residual) override;
 
   torch::nn::BatchNormOptions options;
   torch::Tensor weight, bias, running_mean, running_var, num_batches_tracked;

@@ -85,6 +85,9 @@ void SwitchableBatchNorm2dImpl::select(int bits) {
 }
 
 torch::Tensor SwitchableBatchNorm2dImpl::forward(torch::Tensor x) { return typed_[static_cast<size_t>(active_)]->forward(x); }
+torch::Tensor SwitchableBatchNorm2dImpl::forward_relu(const torch::Tensor& x, const torch::Tensor& residual) {
+  return typed_[static_cast<size_t>(active_)]->forward_relu(x, residual);
+}
 
 void QuantizedNet::set_uniform(int bits) { set_mixed(std::vector<int>(convs.size(), bits)); }
 

@@ -67,10 +67,11 @@ TORCH_MODULE(QLinear);
 
 // One BatchNorm per candidate bit-width ("bns.0", "bns.1", ...), each a copy
 // of the float BatchNorm it replaces; `select` picks the one in use.
-class SwitchableBatchNorm2dImpl : public torch::nn::Module {
+class SwitchableBatchNorm2dImpl : public torch::nn::Module, public models::BnReluFuser {
  public:
   SwitchableBatchNorm2dImpl(const models::BatchNormImpl& src, const std::vector<int>& bits);
   torch::Tensor forward(torch::Tensor x);
+  torch::Tensor forward_relu(const torch::Tensor& x, const torch::Tensor& residual) override;
   void select(int bits);
   torch::nn::ModuleList bns;
 

@@ -4,6 +4,7 @@
 
 #include <torch/torch.h>
 
+#include "models/bn_relu.h"
 #include "models/zoo.h"
 #include "mpq/common/error.h"
 #include "mpq/search/geometry.h"
@@ -181,6 +182,15 @@ TEST(ReluAbsorption, LsqOpQuantizesReluOfItsInput) {
 }
 
 TEST(ReluAbsorption, QuantizedNetsComputeAlikeWithAndWithout) {
+  // Bit for bit against torch's own BatchNorm and ReLU: the fused
+  // BatchNorm+ReLU (which a separate ReLU would otherwise take wherever a
+  // tensor is also channels-last, as at 1x1) rounds differently, and is
+  // compared with torch's ops in bn_relu_test.
+  struct FusionOff {
+    bool was = models::bn_relu_fusion();
+    FusionOff() { models::set_bn_relu_fusion(false); }
+    ~FusionOff() { models::set_bn_relu_fusion(was); }
+  } fusion_off;
   for (const char* arch : {"resnet20", "resnet50", "mobilenetv1"}) {
     for (bool joint : {false, true}) {
       SCOPED_TRACE(std::string(arch) + (joint ? " joint" : " finetune"));
