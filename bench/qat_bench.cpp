@@ -120,6 +120,17 @@ double median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
+// One A/B line on stderr: step `what` as `base` against `other`, interleaved
+// (step i of each ran next to the other's): medians and paired ratios.
+void report_ab(const char* model, const char* what, const char* base, const std::vector<double>& tb,
+               const char* other, const std::vector<double>& to) {
+  std::vector<double> r;
+  for (size_t i = 0; i < tb.size(); ++i) r.push_back(to[i] / tb[i]);
+  std::fprintf(stderr, "%s: %s %s median %.1f ms, %s %.1f ms; %s / %s: medians %.3fx, median of paired ratios %.3fx\n",
+               model, what, base, median(tb) * 1e3, other, median(to) * 1e3, other, base, median(to) / median(tb),
+               median(r));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -188,20 +199,8 @@ int main(int argc, char** argv) {
         tc.push_back(e);
       }
     }
-    if (composed) {
-      std::vector<double> r;
-      for (size_t i = 0; i < tf.size(); ++i) r.push_back(tc[i] / tf[i]);
-      std::fprintf(stderr, "%s: FP with BatchNorm+add+ReLU fused median %.1f ms, composed %.1f ms; composed / fused: "
-                   "medians %.3fx, median of paired ratios %.3fx\n", c.model, median(tf) * 1e3, median(tc) * 1e3,
-                   median(tc) / median(tf), median(r));
-    }
-    if (separate) {
-      std::vector<double> r;
-      for (size_t i = 0; i < tq.size(); ++i) r.push_back(ts[i] / tq[i]);
-      std::fprintf(stderr, "%s: W4A4 with ReLUs absorbed median %.1f ms, separate %.1f ms; separate / absorbed: "
-                   "medians %.3fx, median of paired ratios %.3fx\n", c.model, median(tq) * 1e3, median(ts) * 1e3,
-                   median(ts) / median(tq), median(r));
-    }
+    if (composed) report_ab(c.model, "FP with BatchNorm+add+ReLU", "fused", tf, "composed", tc);
+    if (separate) report_ab(c.model, "W4A4 with ReLUs", "absorbed", tq, "separate", ts);
     const double mf = median(tf), mq = median(tq);
     // On a shared machine: the spread of each, and the median of the ratios
     // of adjacent steps (which saw the same neighbours), on stderr.

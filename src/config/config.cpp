@@ -153,7 +153,7 @@ Config load_config_text(const std::string& text, const std::string& path, const 
            "smoothing", "opt", "lr", "momentum", "weight_decay", "sched", "min_lr", "decay_rate", "warmup_epochs",
            "warmup_lr", "decay_epochs", "cooldown_epochs", "val_cycle", "seed", "distill", "sync_bn",
            "checkpoint_steps", "bn_calib_images", "dist_timeout", "threads", "pre_trained_strict", "channels_last",
-           "dist_bucket_mb", "dist_backend", "dtype", "cudnn"});
+           "dist_bucket_mb", "dist_backend", "dtype", "cudnn", "fused_bn"});
   r.get("name", c.name);
   r.get_bits("target_bits", c.target_bits);
   r.get_bits("weight_bits", c.weight_bits);
@@ -323,6 +323,7 @@ Config load_config_text(const std::string& text, const std::string& path, const 
   r.get("distill", c.distill);
   r.get("sync_bn", c.sync_bn);
   r.get("channels_last", c.channels_last);
+  r.get("fused_bn", c.fused_bn);
   r.get("dtype", c.dtype);
   if (c.dtype != "float32" && c.dtype != "float64")
     throw InputError(where(path, r.at("dtype")) + ": dtype '" + c.dtype + "' is not one of float32, float64");
@@ -420,6 +421,7 @@ std::string to_yaml(const Config& c) {
   e << YAML::Key << "distill" << YAML::Value << c.distill;
   e << YAML::Key << "sync_bn" << YAML::Value << c.sync_bn;
   e << YAML::Key << "channels_last" << YAML::Value << c.channels_last;
+  e << YAML::Key << "fused_bn" << YAML::Value << c.fused_bn;
   e << YAML::Key << "dtype" << YAML::Value << c.dtype;
   e << YAML::Key << "checkpoint_steps" << YAML::Value << c.checkpoint_steps;
   e << YAML::Key << "bn_calib_images" << YAML::Value << c.bn_calib_images;

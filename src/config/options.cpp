@@ -11,7 +11,7 @@ RunOptions translate(const Config& c) {
   o.data = {c.source, dl.dataset, dl.path, dl.num_classes, dl.batch_size, dl.workers, dl.strict,
             dl.val_split, dl.fraction, c.seed};
   o.model = {c.source, c.arch, dl.num_classes, c.pre_trained, c.pre_trained_strict, c.target_bits,
-             c.weight_bits, c.act_bits, c.policy, c.channels_last, c.dtype};
+             c.weight_bits, c.act_bits, c.policy, c.channels_last, c.dtype, c.fused_bn};
   o.schedule = {c.lr, c.min_lr, c.warmup_lr, c.epochs, c.warmup_epochs, c.cooldown_epochs};
   o.loop = {c.momentum, c.weight_decay, c.smoothing, c.distill, c.freeze_weights, c.sync_bn, c.val_cycle,
             c.print_freq, c.checkpoint_steps, c.dist_bucket_mb, c.resume_path, c.seed};
@@ -42,7 +42,7 @@ mpq_torch_run_options encode(const RunOptions& o) {
   const ModelOptions& m = o.model;
   w.model = {m.source.c_str(), m.arch.c_str(), m.num_classes, m.pre_trained.c_str(), m.pre_trained_strict,
              wire(m.target_bits), wire(m.weight_bits), wire(m.act_bits), m.policy.c_str(), m.channels_last,
-             m.dtype.c_str()};
+             m.dtype.c_str(), m.fused_bn};
   const ScheduleOptions& s = o.schedule;
   w.schedule = {s.lr, s.min_lr, s.warmup_lr, s.epochs, s.warmup_epochs, s.cooldown_epochs};
   const LoopOptions& l = o.loop;
@@ -67,7 +67,7 @@ RunOptions decode(const mpq_torch_run_options& w) {
   const auto& m = w.model;
   o.model = {str(m.source), str(m.arch), m.num_classes, str(m.pre_trained), m.pre_trained_strict != 0,
              unwire(m.target_bits), unwire(m.weight_bits), unwire(m.act_bits), str(m.policy), m.channels_last != 0,
-             str(m.dtype)};
+             str(m.dtype), m.fused_bn != 0};
   const auto& s = w.schedule;
   o.schedule = {s.lr, s.min_lr, s.warmup_lr, s.epochs, s.warmup_epochs, s.cooldown_epochs};
   const auto& l = w.loop;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <optional>
 
+#include "models/bn_relu.h"
 #include "mpq/common/error.h"
 #include "mpq/common/log.h"
 #include "mpq/search/policy.h"
@@ -79,6 +80,7 @@ Model make_net(const config::ModelOptions& c, Mode mode, int channels, bool load
     m.q.net->to(torch::kDouble);
   }
   if (c.channels_last) m.q.net->to_channels_last();  // before any optimizer state exists
+  models::set_bn_relu_fusion(c.fused_bn);             // the process's one network
   return m;
 }
 

@@ -1,6 +1,7 @@
 #include "models/bn_relu.h"
 
 #include <ATen/Parallel.h>
+#include <ATen/record_function.h>
 #include <torch/autograd.h>
 
 #include <algorithm>
@@ -14,14 +15,17 @@ namespace {
 
 std::atomic<bool> g_fusion{true};
 
-// The chunk loops below are plain loops over the channels of a row, which
-// GCC vectorises; built once per instruction set and picked at load time,
-// as LibTorch picks its own kernels, so one binary uses AVX-512 where the
-// CPU has it and runs everywhere else.
+// The chunk kernels below are plain loops over a tile's floats, which GCC
+// vectorises; built once per instruction set and picked at load time, as
+// LibTorch picks its own kernels, so one binary uses AVX-512 where the CPU
+// has it and runs everywhere else. -DMPQ_CPU_CLONES= builds the baseline
+// alone (to test it on any CPU).
+#ifndef MPQ_CPU_CLONES
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define MPQ_CPU_CLONES __attribute__((target_clones("arch=skylake-avx512", "arch=haswell", "default")))
 #else
 #define MPQ_CPU_CLONES
+#endif
 #endif
 
 // The [rows, C] (NHWC) matrix is walked in tiles of k whole rows, k * C
@@ -311,6 +315,7 @@ bool bn_relu_fusable(const torch::Tensor& x, const torch::Tensor& residual, cons
 torch::Tensor bn_relu_train(const torch::Tensor& x, const torch::Tensor& residual, const torch::Tensor& weight,
                             const torch::Tensor& bias, const torch::Tensor& running_mean,
                             const torch::Tensor& running_var, double factor, double eps) {
+  RECORD_FUNCTION(residual.defined() ? "mpq::bn_add_relu" : "mpq::bn_relu", std::vector<c10::IValue>());
   const int64_t c = x.size(1);
   const Geometry geo = geometry(c, x.numel());
   torch::Tensor mean = channel_vector(c), invstd = channel_vector(c);

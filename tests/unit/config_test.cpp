@@ -206,7 +206,7 @@ TEST(Config, EveryRoomGetsItsKeysThroughThePluginRequest) {
       " val_split: 0.25, fraction: 0.5}\nresume: {path: auto}\nlog: {num_best_scores: 4, print_freq: 11}\n"
       "freeze_weights: true\nepochs: 6\nsmoothing: 0.2\nlr: 0.3\nmomentum: 0.8\nweight_decay: 0.001\nmin_lr: 0.002\n"
       "warmup_epochs: 2\nwarmup_lr: 0.004\ncooldown_epochs: 1\nval_cycle: 2\nseed: 17\ndistill: true\nsync_bn: true\n"
-      "channels_last: false\ndtype: float64\ncheckpoint_steps: 5\nbn_calib_images: 77\ndist_timeout: 33\n"
+      "channels_last: false\nfused_bn: false\ndtype: float64\ncheckpoint_steps: 5\nbn_calib_images: 77\ndist_timeout: 33\n"
       "dist_bucket_mb: 2.5\ndist_backend: gloo\nthreads: 3\ncudnn: deterministic\neval: true\nfp_model: true\n");
   const mpq::config::RunOptions sent = mpq::config::translate(c);
   const mpq_torch_run_options wire = mpq::config::encode(sent);
@@ -233,6 +233,7 @@ TEST(Config, EveryRoomGetsItsKeysThroughThePluginRequest) {
   EXPECT_EQ(m.weight_bits, (std::vector<int>{4, 3}));
   EXPECT_EQ(m.act_bits, (std::vector<int>{2, 5}));
   EXPECT_FALSE(m.channels_last);
+  EXPECT_FALSE(m.fused_bn);
   EXPECT_EQ(m.dtype, "float64");
   const auto& s = o.schedule;
   EXPECT_EQ(s.lr, 0.3);

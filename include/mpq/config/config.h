@@ -78,6 +78,7 @@ struct Config {
   bool sync_bn = false;               // BatchNorm statistics over the global batch (torch's SyncBatchNorm)
   bool channels_last = true;          // NHWC activations and weights: oneDNN/cuDNN convolve without reorders
   std::string dtype = "float32";      // float64: numerical checks (LSQ then runs as composed ATen ops)
+  bool fused_bn = true;               // CPU training: BatchNorm(+add)+ReLU as one op; false: torch's ops
   int checkpoint_steps = 0;           // also write last.pt every this many steps; 0: at epoch ends only
   int bn_calib_images = 6000;         // BatchNorm recalibration before validating a quantized model
   int dist_timeout = 300;             // seconds before a collective waiting on a lost rank fails

@@ -34,6 +34,7 @@ struct ModelOptions {
   std::string policy;  // a policy file instead of weight_bits/act_bits
   bool channels_last = true;
   std::string dtype = "float32";
+  bool fused_bn = true;  // CPU training: BatchNorm(+add)+ReLU as one op (models/bn_relu.h)
 };
 
 // The learning rate per epoch (engine/schedule).

@@ -4,7 +4,7 @@
 #ifndef MPQ_PLUGIN_TORCH_PLUGIN_H_
 #define MPQ_PLUGIN_TORCH_PLUGIN_H_
 
-#define MPQ_TORCH_PLUGIN_ABI 6
+#define MPQ_TORCH_PLUGIN_ABI 7
 
 #ifdef __cplusplus
 extern "C" {
@@ -46,6 +46,7 @@ typedef struct mpq_torch_run_options {
     const char* policy;
     int channels_last;
     const char* dtype;
+    int fused_bn;
   } model;
   struct {
     double lr, min_lr, warmup_lr;
