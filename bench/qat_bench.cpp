@@ -181,11 +181,8 @@ int main(int argc, char** argv) {
                                            c.hw, c.classes, dev);
     }
     auto composed_step = [&] {
-      const bool was = models::bn_relu_fusion();
-      models::set_bn_relu_fusion(false);
-      const double t = composed->step();
-      models::set_bn_relu_fusion(was);
-      return t;
+      const models::BnReluFusionScope off(false);
+      return composed->step();
     };
     // Interleaved, so all see the same machine; two warm-up steps each.
     std::vector<double> tf, tq, ts, tc;

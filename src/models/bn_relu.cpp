@@ -243,14 +243,15 @@ FusedGrads fused_backward(torch::autograd::AutogradContext* ctx, const torch::Te
     }
   r.dweight = channel_vector(c);
   r.dbias = channel_vector(c);
+  float *pdw = r.dweight.data_ptr<float>(), *pdb = r.dbias.data_ptr<float>();
   std::vector<float> a(static_cast<size_t>(c)), b(static_cast<size_t>(c)), c0(static_cast<size_t>(c));
   const float *pw = w.data_ptr<float>(), *pi = invstd.data_ptr<float>();
   for (int64_t j = 0; j < c; ++j) {
     const auto u = static_cast<size_t>(j);
     const double inv = pi[j], aj = inv * pw[j];
     const double mean_g = sg[u] / static_cast<double>(rows), mean_gxhat = sgx[u] * inv / static_cast<double>(rows);
-    r.dbias.data_ptr<float>()[j] = static_cast<float>(sg[u]);
-    r.dweight.data_ptr<float>()[j] = static_cast<float>(sgx[u] * inv);
+    pdb[j] = static_cast<float>(sg[u]);
+    pdw[j] = static_cast<float>(sgx[u] * inv);
     a[u] = static_cast<float>(aj);
     b[u] = static_cast<float>(-aj * inv * mean_gxhat);
     c0[u] = static_cast<float>(-aj * mean_g);
@@ -340,11 +341,12 @@ torch::Tensor bn_relu_train(const torch::Tensor& x, const torch::Tensor& residua
       n = tot;
     }
     torch::Tensor unbiased = channel_vector(c);
+    float *pm = mean.data_ptr<float>(), *pi = invstd.data_ptr<float>(), *pu = unbiased.data_ptr<float>();
     for (int64_t j = 0; j < c; ++j) {
       const auto u = static_cast<size_t>(j);
-      mean.data_ptr<float>()[j] = static_cast<float>(m[u]);
-      invstd.data_ptr<float>()[j] = static_cast<float>(1.0 / std::sqrt(m2[u] / n + eps));
-      unbiased.data_ptr<float>()[j] = static_cast<float>(m2[u] / (n - 1));
+      pm[j] = static_cast<float>(m[u]);
+      pi[j] = static_cast<float>(1.0 / std::sqrt(m2[u] / n + eps));
+      pu[j] = static_cast<float>(m2[u] / (n - 1));
     }
     torch::NoGradGuard no_grad;
     if (running_mean.defined()) running_mean.mul_(1 - factor).add_(mean.to(running_mean.options()), factor);

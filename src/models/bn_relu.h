@@ -29,4 +29,16 @@ torch::Tensor bn_relu_train(const torch::Tensor& x, const torch::Tensor& residua
 void set_bn_relu_fusion(bool on);
 bool bn_relu_fusion();
 
+// Sets the fusion for a scope and restores what it was.
+class BnReluFusionScope {
+ public:
+  explicit BnReluFusionScope(bool on) : was_(bn_relu_fusion()) { set_bn_relu_fusion(on); }
+  ~BnReluFusionScope() { set_bn_relu_fusion(was_); }
+  BnReluFusionScope(const BnReluFusionScope&) = delete;
+  BnReluFusionScope& operator=(const BnReluFusionScope&) = delete;
+
+ private:
+  bool was_;
+};
+
 }  // namespace mpq::models

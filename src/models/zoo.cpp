@@ -99,17 +99,24 @@ torch::Tensor BatchNormImpl::forward(const torch::Tensor& x) {
   return (x - v(mean)) * v(torch::rsqrt(var + options.eps()) * weight) + v(bias);
 }
 
+namespace {
+
+// relu(y + residual) in torch's ops; `residual` may be undefined.
+torch::Tensor add_relu(const torch::Tensor& y, const torch::Tensor& residual) {
+  return torch::relu(residual.defined() ? y + residual : y);
+}
+
+}  // namespace
+
 torch::Tensor BatchNormImpl::forward_relu(const torch::Tensor& x, const torch::Tensor& residual) {
   if (is_training() && !bn_reducer() && bn_relu_fusable(x, residual, weight, bias))
     return bn_relu_train(x, residual, weight, bias, running_mean, running_var, count_batch(*this), options.eps());
-  const torch::Tensor y = forward(x);
-  return torch::relu(residual.defined() ? y + residual : y);
+  return add_relu(forward(x), residual);
 }
 
 torch::Tensor bn_relu(nn::AnyModule& bn, const torch::Tensor& x, const torch::Tensor& residual) {
   if (auto* f = dynamic_cast<BnReluFuser*>(bn.ptr().get())) return f->forward_relu(x, residual);
-  const torch::Tensor y = bn.forward(x);
-  return torch::relu(residual.defined() ? y + residual : y);
+  return add_relu(bn.forward(x), residual);
 }
 
 namespace {

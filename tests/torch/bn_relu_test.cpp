@@ -14,12 +14,7 @@ using namespace mpq;
 
 namespace {
 
-// Sets the fusion for a scope and restores it.
-struct Fusion {
-  explicit Fusion(bool on) : was(models::bn_relu_fusion()) { models::set_bn_relu_fusion(on); }
-  ~Fusion() { models::set_bn_relu_fusion(was); }
-  bool was;
-};
+using Fusion = models::BnReluFusionScope;
 
 // The fused result `a` is as close to the float64 reference as torch's
 // composed float32 ops `b` are (or within 1e-6 of the reference's scale):

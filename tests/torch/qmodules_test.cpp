@@ -186,11 +186,7 @@ TEST(ReluAbsorption, QuantizedNetsComputeAlikeWithAndWithout) {
   // BatchNorm+ReLU (which a separate ReLU would otherwise take wherever a
   // tensor is also channels-last, as at 1x1) rounds differently, and is
   // compared with torch's ops in bn_relu_test.
-  struct FusionOff {
-    bool was = models::bn_relu_fusion();
-    FusionOff() { models::set_bn_relu_fusion(false); }
-    ~FusionOff() { models::set_bn_relu_fusion(was); }
-  } fusion_off;
+  const models::BnReluFusionScope fusion_off(false);
   for (const char* arch : {"resnet20", "resnet50", "mobilenetv1"}) {
     for (bool joint : {false, true}) {
       SCOPED_TRACE(std::string(arch) + (joint ? " joint" : " finetune"));
