@@ -174,4 +174,19 @@ QuantizedNet quantize_for_finetune(models::Net net, const std::vector<std::strin
   return q;
 }
 
+std::string sat_collapse(torch::nn::Module& net) {
+  torch::NoGradGuard no_grad;
+  for (const auto& item : net.named_modules()) {
+    auto* l = dynamic_cast<QLinearImpl*>(item.value().get());
+    if (l == nullptr || !l->sat) continue;
+    const torch::Tensor wq = l->quan_w_fn->forward(l->weight, l->bits);
+    if (wq.std().item<double>() > 0) continue;
+    return detail::concat("the ", l->bits, "-bit weights of the fc '", item.key(),
+                          "' all quantize to one value (weight step size ", l->quan_w_fn->s.max().item<double>(),
+                          ", largest |weight| ", l->weight.abs().max().item<double>(),
+                          "), so its SAT rescale divides by a zero std");
+  }
+  return "";
+}
+
 }  // namespace mpq::quant

@@ -108,4 +108,10 @@ QuantizedNet quantize_for_indicators(models::Net net, const std::vector<int>& ca
 QuantizedNet quantize_for_finetune(models::Net net, const std::vector<std::string>& names,
                                    const std::vector<int>& weight_bits, const std::vector<int>& act_bits);
 
+// Why a finetuned network's loss can turn non-finite on its own: where the
+// SAT fc's quantized weights are all one value (its weight step size grew
+// until every weight rounds to zero), the rescale divides by a zero std.
+// Says so, with the step size and the largest weight; empty otherwise.
+std::string sat_collapse(torch::nn::Module& net);
+
 }  // namespace mpq::quant

@@ -97,10 +97,8 @@ TEST(Distributed, ANamedBackendMakesAGroupOfOneThatChangesNothing) {
 // finetuning learning rate.
 TEST(Distributed, TwoProcessesOfBatchBEqualOneOfBatch2BOverThreeSteps) {
   Fixture f;
-  const Result fp = mpq_run("finetune " + f.config("fp", "fp", "epochs: 5\nlr: 0.1\nwarmup_epochs: 0\ncheckpoint_steps: 0\n"), f.dir);
-  ASSERT_EQ(fp.code, 0) << fp.err;
   compare_one_and_two(f, "fp",
-                      {"pre_trained=" + f.run_dir("fp") + "/best.pt", "lr=0.005", "warmup_epochs=0",
+                      {"pre_trained=" + f.fp_weights(), "lr=0.005", "warmup_epochs=0",
                        "dataloader.fraction=0.375"},  // 96 images: three steps
                       1e-5);
 }
@@ -134,9 +132,7 @@ TEST(Distributed, TwoProcessesOfBatchBEqualOneOfBatch2BOverThreeSteps) {
 // and x - mean is exactly 0 in both runs, so the one-step test above agrees.
 TEST(Distributed, QuantizedTwoProcessesOfBatchBEqualOneOfBatch2BOverSeveralStepsInFloat64) {
   Fixture f;
-  const Result fp = mpq_run("finetune " + f.config("fp", "fp", "epochs: 5\nlr: 0.1\nwarmup_epochs: 0\ncheckpoint_steps: 0\n"), f.dir);
-  ASSERT_EQ(fp.code, 0) << fp.err;
-  const std::vector<std::string> sets{"pre_trained=" + f.run_dir("fp") + "/best.pt", "lr=0.005", "warmup_epochs=0",
+  const std::vector<std::string> sets{"pre_trained=" + f.fp_weights(), "lr=0.005", "warmup_epochs=0",
                                       "dataloader.fraction=0.5", "dtype=float64"};  // 128 images: four steps
   compare_one_and_two(f, "finetune", sets, 1e-5);
   compare_one_and_two(f, "pretrain", sets, 1e-5);

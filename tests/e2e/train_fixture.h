@@ -78,6 +78,17 @@ struct Fixture {
     return path;
   }
   std::string run_dir(const std::string& name) const { return dir.file("out/" + name); }
+  // Full-precision weights trained on the fixture's task (config "fp", 5
+  // epochs at lr 0.1), made on the first call; their best.pt. Quantized
+  // finetuning starts from trained weights, as it does in use: from random
+  // weights the mixed policy's SAT-rescaled fc can run away at the fixture's
+  // lr (its weights' step size grows until all of them quantize to zero and
+  // the rescale divides by a zero std), on some machines' numerics and not
+  // on others'.
+  const std::string& fp_weights() const;
+
+ private:
+  mutable std::string fp_weights_;
 };
 
 struct Result {
@@ -90,6 +101,16 @@ inline Result mpq_run(const std::string& args, const TempDir& dir) {
   const int status = std::system(cmd.c_str());
   return {WIFEXITED(status) ? WEXITSTATUS(status) : 128, mpq::test::read_all(dir.file("stderr")),
           mpq::test::read_all(dir.file("stdout"))};
+}
+
+inline const std::string& Fixture::fp_weights() const {
+  if (fp_weights_.empty()) {
+    const Result r =
+        mpq_run("finetune " + config("fp", "fp", "epochs: 5\nlr: 0.1\nwarmup_epochs: 0\ncheckpoint_steps: 0\n"), dir);
+    EXPECT_EQ(r.code, 0) << r.err;
+    fp_weights_ = run_dir("fp") + "/best.pt";
+  }
+  return fp_weights_;
 }
 
 // Starts argv with stderr to `err` and `env` ("NAME=value") added.

@@ -17,10 +17,11 @@ using namespace mpq::test::train;
 
 // Runs `command` on config "a" to its end, and on config "b" until `sig`
 // once "b" has written `steps` checkpoints; returns "b"'s wait status.
-int run_whole_and_stopped(const Fixture& f, const std::string& command, int sig, int steps) {
-  const Result a = mpq_run(command + " " + f.config("a", command), f.dir);
+int run_whole_and_stopped(const Fixture& f, const std::string& command, int sig, int steps,
+                          const std::string& extra = "") {
+  const Result a = mpq_run(command + " " + f.config("a", command, extra), f.dir);
   EXPECT_EQ(a.code, 0) << a.err;
-  return run_and_signal(command, f.config("b", command), f.run_dir("b"), sig, f.dir.file("b.err"), steps);
+  return run_and_signal(command, f.config("b", command, extra), f.run_dir("b"), sig, f.dir.file("b.err"), steps);
 }
 
 // Resumes "b" from its last.pt; it must end bit-identical to "a".
@@ -42,7 +43,7 @@ TEST(Train, PretrainKilledMidEpochResumesToTheSameWeights) {
 
 TEST(Train, FinetuneStoppedBySigtermSavesAndResumesExactly) {
   Fixture f;
-  const int status = run_whole_and_stopped(f, "finetune", SIGTERM, 2);
+  const int status = run_whole_and_stopped(f, "finetune", SIGTERM, 2, "pre_trained: " + f.fp_weights() + "\n");
   const std::string err = mpq::test::read_all(f.dir.file("b.err"));
   ASSERT_TRUE(WIFEXITED(status)) << "SIGTERM must end the run cleanly";
   EXPECT_EQ(WEXITSTATUS(status), 5) << err;
@@ -62,17 +63,15 @@ TEST(Train, FinetuneStoppedBySigtermSavesAndResumesExactly) {
 
 TEST(Train, FullPrecisionThenEvalOfAPolicy) {
   Fixture f;
-  const Result fp = mpq_run("finetune " + f.config("fp", "fp", "epochs: 5\nlr: 0.1\nwarmup_epochs: 0\ncheckpoint_steps: 0\n"), f.dir);
-  ASSERT_EQ(fp.code, 0) << fp.err;
-  EXPECT_TRUE(exists(f.run_dir("fp") + "/best.pt"));
+  ASSERT_TRUE(exists(f.fp_weights()));
   // Eval of the fp weights quantized at the policy (BN recalibrated, act scales initialised there).
-  const std::string cfg = f.config("ev", "finetune", "pre_trained: " + f.run_dir("fp") + "/best.pt\n");
+  const std::string cfg = f.config("ev", "finetune", "pre_trained: " + f.fp_weights() + "\n");
   const Result e = mpq_run("eval " + cfg, f.dir);
   ASSERT_EQ(e.code, 0) << e.err;
   for (const char* k : {"top1: ", "top5: ", "loss: ", "size_mb: ", "gbitops: ", "compression_ratio: ", "bn_recalibrated: true"})
     EXPECT_NE(e.out.find(k), std::string::npos) << k << "\n" << e.out;
   // The synthetic task is easy: the full-precision model learns it.
-  const Result efp = mpq_run("eval " + f.config("evfp", "fp", "pre_trained: " + f.run_dir("fp") + "/best.pt\n"), f.dir);
+  const Result efp = mpq_run("eval " + f.config("evfp", "fp", "pre_trained: " + f.fp_weights() + "\n"), f.dir);
   ASSERT_EQ(efp.code, 0) << efp.err;
   const size_t at = efp.out.find("top1: ");
   ASSERT_NE(at, std::string::npos);

@@ -87,6 +87,29 @@ TEST(Quantize, FinetunePolicyLayout) {
   EXPECT_TRUE(torch::isfinite(e).all().item<bool>());
 }
 
+// The SAT fc's collapse: once its weight step size outgrows every weight,
+// all of them quantize to zero and the rescale by 1 / std is 0 * inf.
+TEST(Quantize, SatCollapseIsNamed) {
+  torch::manual_seed(2);
+  const auto names = search::zoo_geometry("resnet20", {28, 28, 1, 10}).searchable_names();
+  const std::vector<int> bits(names.size(), 4);
+  auto q = quant::quantize_for_finetune(models::make_model("resnet20", {10, 1}), names, bits, bits);
+  EXPECT_EQ(quant::sat_collapse(*q.net), "");
+  const torch::Tensor x = torch::randn({3, 1, 28, 28});
+  q.net->train();
+  EXPECT_TRUE(torch::isfinite(q.net->forward(x)).all().item<bool>());
+  {
+    torch::NoGradGuard no_grad;
+    q.net->named_parameters()["fc.quan_w_fn.s"].fill_(10);
+  }
+  EXPECT_FALSE(torch::isfinite(q.net->forward(x)).all().item<bool>());
+  const std::string why = quant::sat_collapse(*q.net);
+  EXPECT_NE(why.find("the 8-bit weights of the fc 'fc' all quantize to one value (weight step size 10, largest |weight| "),
+            std::string::npos)
+      << why;
+  EXPECT_NE(why.find("so its SAT rescale divides by a zero std"), std::string::npos) << why;
+}
+
 TEST(Quantize, PolicyForAnotherModelIsOneClearError) {
   auto names = search::zoo_geometry("resnet20", {28, 28, 1, 10}).searchable_names();
   names[3] = "layer1.1.conv9";
