@@ -212,6 +212,10 @@ TEST(Train, PythonTorchLoadsTheCheckpointsAndTheirStateDict) {
                                  f.config(kind, kind, one),
                              f.dir);
     ASSERT_EQ(r.code, 0) << kind << "\n" << r.err;
+    // A quantized finetune from random weights is run, with a warning.
+    EXPECT_EQ(r.err.find("no pre_trained: the policy is finetuned from random weights") != std::string::npos,
+              kind == std::string("finetune"))
+        << kind << "\n" << r.err;
   }
   const std::string script = f.dir.file("load.py");
   mpq::test::write_all(script, R"(import sys, torch, torch.nn as nn
