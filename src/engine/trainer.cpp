@@ -181,7 +181,8 @@ void train(const config::RunOptions& run, Mode mode) {
         const std::string cause = mode == Mode::kFinetune ? quant::sat_collapse(*m.q.net) : std::string();
         throw RuntimeError(detail::concat(
             "training diverged: non-finite loss at epoch ", epoch + 1, ", step ", pos.batch + 1, " (global step ",
-            pos.step + 1, ")", cause.empty() ? "" : ": " + cause, "; ", have ? "the last good checkpoint is " + last : std::string("no checkpoint was written yet"),
+            pos.step + 1, ")", cause.empty() ? "" : ": " + cause, "; ",
+            have ? "the last good checkpoint is " + last : std::string("no checkpoint was written yet"),
             " (lower lr", have ? ", and resume from it with resume.path" : "", ")"));
       }
       ++pos.step;
