@@ -70,7 +70,12 @@ Model make_net(const config::ModelOptions& c, Mode mode, int channels, bool load
     std::vector<std::string> names;
     policy_bits(c, searchable, names, m.weight_bits, m.act_bits);
     m.q = quant::quantize_for_finetune(net, names, m.weight_bits, m.act_bits);
-    if (quantized_ck) load_into(*net, *ck, c.pre_trained_strict, c.pre_trained);
+    if (quantized_ck) {
+      load_into(*net, *ck, c.pre_trained_strict, c.pre_trained);
+      // Weights from a run whose fc collapsed evaluate and export without an error: one class for every input.
+      const std::string why = quant::sat_collapse(*net);
+      if (!why.empty()) mpq::log::warn("{}: {}: every class gets the same logit", c.pre_trained, why);
+    }
     m.loaded_quantized = quantized_ck;
   } else {
     m.q.net = net;

@@ -179,7 +179,10 @@ std::string sat_collapse(torch::nn::Module& net) {
   for (const auto& item : net.named_modules()) {
     auto* l = dynamic_cast<QLinearImpl*>(item.value().get());
     if (l == nullptr || !l->sat) continue;
+    const bool training = l->quan_w_fn->is_training();
+    l->quan_w_fn->eval();  // no lazy initialisation of its scale
     const torch::Tensor wq = l->quan_w_fn->forward(l->weight, l->bits);
+    l->quan_w_fn->train(training);
     if (wq.std().item<double>() > 0) continue;
     return detail::concat("the ", l->bits, "-bit weights of the fc '", item.key(),
                           "' all quantize to one value (weight step size ", l->quan_w_fn->s.max().item<double>(),

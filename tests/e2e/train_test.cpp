@@ -132,6 +132,28 @@ TEST(Train, DivergenceStopsWithTheStep) {
   EXPECT_NE(r.err.find("training diverged: non-finite loss at epoch 1, step "), std::string::npos) << r.err;
 }
 
+// Weights whose SAT fc has collapsed (every weight rounds to zero) still
+// evaluate, as one class for every input: eval says why.
+TEST(Train, EvalOfACollapsedFcSaysSo) {
+  Fixture f;
+  const std::string ft = f.config("ft", "finetune", "epochs: 1\ncheckpoint_steps: 0\npre_trained: " + f.fp_weights() + "\n");
+  ASSERT_EQ(mpq_run("finetune " + ft + " --set dataloader.fraction=0.25", f.dir).code, 0);
+  auto ck = mpq::torchio::read_checkpoint(f.run_dir("ft") + "/best.pt");
+  for (auto& [name, t] : ck.state)
+    if (name == "fc.quan_w_fn.s") t = torch::full_like(t, 10.0);
+  const std::string collapsed = f.dir.file("collapsed.pt");
+  mpq::torchio::save_checkpoint(collapsed, ck.state);
+  const Result e = mpq_run("eval " + f.config("ev", "finetune", "pre_trained: " + collapsed + "\n"), f.dir);
+  ASSERT_EQ(e.code, 0) << e.err;
+  EXPECT_NE(e.err.find("warning: " + collapsed + ": the 8-bit weights of the fc 'fc' all quantize to one value "
+                       "(weight step size 10, "),
+            std::string::npos)
+      << e.err;
+  const Result ok = mpq_run("eval " + f.config("ev2", "finetune", "pre_trained: " + f.run_dir("ft") + "/best.pt\n"), f.dir);
+  ASSERT_EQ(ok.code, 0) << ok.err;
+  EXPECT_EQ(ok.err.find("quantize to one value"), std::string::npos) << ok.err;
+}
+
 TEST(Train, ResumeRejectsAnotherKindOfCheckpoint) {
   Fixture f;
   ASSERT_EQ(mpq_run("finetune " + f.config("fp", "fp", "epochs: 1\n"), f.dir).code, 0);
