@@ -7,7 +7,8 @@
 #      deterministic step-size gradient, training steps GPU vs CPU, cudnn:
 #      deterministic repeating GPU training bitwise) and the LSQ tests
 #   2. a short full-precision and a W4A4 finetune of Fashion-MNIST ResNet-20 on cuda:0
-#   3. an NCCL group of one under torchrun (--set dist_backend=nccl)
+#   3. an NCCL group of one under torchrun (--set dist_backend=nccl), with
+#      synchronised BatchNorm (its all-reduces on NCCL)
 #   4. FP, W4A4 and joint steps of ResNet-20 (28x28, batch 128) and ResNet-18
 #      (224x224, batch 256) in mpq, with the host synchronisations of one
 #      step of each (ResNet-18 also with cudnn: heuristic against mpq's
@@ -67,7 +68,7 @@ torchrun=$(dirname "$(command -v "$py")")/torchrun
 backend=nccl; [ "$dry" = 1 ] && backend=gloo  # the dry run has no GPU: the same launch, on Gloo
 timeout 300 "$torchrun" --no-python --nproc_per_node=1 --master_port=29611 "$mpq" finetune \
   configs/fashion_mnist_resnet20_fp.yaml "${common[@]}" --set training_device=$dev --set name=nccl \
-  --set dist_backend=$backend 2>&1 | tail -15
+  --set dist_backend=$backend --set sync_bn=true 2>&1 | tail -15
 
 step "training steps: mpq (qat_bench), host synchronisations per step"
 n=21; [ "$dry" = 1 ] && n=3

@@ -85,7 +85,9 @@ torch::Tensor BatchNormImpl::forward(const torch::Tensor& x) {
   const torch::Tensor sums = torch::cat({xd.sum({0, 2, 3}), (xd * xd).sum({0, 2, 3}),
                                          torch::full({1}, static_cast<double>(x.numel() / c), xd.options())});
   const torch::Tensor g = AllReduceSum::apply(sums);
-  const double n = g[2 * c].item<double>();
+  // The count stays on the device: reading it here would stall a GPU's
+  // stream once per BatchNorm.
+  const torch::Tensor n = g.slice(0, 2 * c, 2 * c + 1);
   const torch::Tensor mean_d = g.slice(0, 0, c) / n;
   const torch::Tensor mean = mean_d.to(x.scalar_type());
   const torch::Tensor var = (g.slice(0, c, 2 * c) / n - mean_d * mean_d).clamp_min(0).to(x.scalar_type());
@@ -93,7 +95,9 @@ torch::Tensor BatchNormImpl::forward(const torch::Tensor& x) {
     const double m = count_batch(*this);
     torch::NoGradGuard no_grad;
     running_mean.mul_(1 - m).add_(mean.detach() * m);
-    running_var.mul_(1 - m).add_(var.detach() * (m * n / std::max(1.0, n - 1)));
+    // The unbiased variance's factor m * n / max(1, n - 1) in double, then in
+    // var's type: as the scalar it was when n was read to the host.
+    running_var.mul_(1 - m).add_(var.detach() * (n * m / (n - 1).clamp_min(1)).to(var.scalar_type()));
   }
   const auto v = [c](const torch::Tensor& t) { return t.view({1, c, 1, 1}); };
   return (x - v(mean)) * v(torch::rsqrt(var + options.eps()) * weight) + v(bias);
