@@ -20,7 +20,7 @@ Meter validate(Context& ctx, Model& m, Loader& val, double smoothing) {
     data::Batch b = val.batch(i);
     const torch::Tensor x = m.input(b.images, ctx.device), y = b.labels.to(ctx.device);
     const torch::Tensor out = m.q.net->forward(x);
-    meter.add(out, y, label_smoothing_ce(out, y, smoothing).item<double>());
+    meter.add(out, y, label_smoothing_ce(out, y, smoothing));
   }
   report_skipped(val, "validation");
   meter.reduce(ctx);

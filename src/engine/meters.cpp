@@ -11,16 +11,21 @@
 
 namespace mpq::engine {
 
-void Meter::add(const torch::Tensor& logits, const torch::Tensor& labels, double loss) {
+double Meter::add(const torch::Tensor& logits, const torch::Tensor& labels, const torch::Tensor& loss) {
   torch::NoGradGuard no_grad;
   const int64_t k = std::min<int64_t>(5, logits.size(1));
   const torch::Tensor top = std::get<1>(logits.topk(k, 1));
   const torch::Tensor hit = top.eq(labels.unsqueeze(1));
+  const torch::Tensor h = torch::stack({loss.detach().reshape({}).to(torch::kDouble),
+                                        hit.select(1, 0).sum().to(torch::kDouble), hit.any(1).sum().to(torch::kDouble)})
+                              .cpu();
+  const double* v = h.const_data_ptr<double>();
   const auto n = static_cast<double>(labels.size(0));
-  correct1 += hit.select(1, 0).sum().item<double>();
-  correct5 += hit.any(1).sum().item<double>();
-  loss_sum += loss * n;
+  correct1 += v[1];
+  correct5 += v[2];
+  loss_sum += v[0] * n;
   count += n;
+  return v[0];
 }
 
 void Meter::reduce(Context& ctx) {

@@ -17,8 +17,10 @@ using Clock = std::chrono::steady_clock;
 
 struct Meter {
   double loss_sum = 0, correct1 = 0, correct5 = 0, count = 0;
-  // One batch's logits [N, K], labels [N] and mean loss.
-  void add(const torch::Tensor& logits, const torch::Tensor& labels, double loss);
+  // One batch's logits [N, K], labels [N] and mean loss (a scalar tensor);
+  // returns the loss. One copy to the host for all three: on a GPU, one
+  // synchronisation per batch.
+  double add(const torch::Tensor& logits, const torch::Tensor& labels, const torch::Tensor& loss);
   // Sums over the ranks of the group (a no-op without one).
   void reduce(Context& ctx);
   double loss() const { return count > 0 ? loss_sum / count : 0; }

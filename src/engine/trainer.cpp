@@ -163,10 +163,8 @@ void train(const config::RunOptions& run, Mode mode) {
         if (grad_sync) grad_sync->arm(/*accumulated=*/false);  // zero_grad left zeros
         l.backward();
         if (grad_sync) grad_sync->finish();
-        const double loss = l.item<double>();
-        finite = std::isfinite(loss);
+        finite = std::isfinite(pos.meter.add(out.detach(), y, l));
         if (finite) opt->step();
-        pos.meter.add(out.detach(), y, loss);
       }
       // Agree across ranks on stopping: a signal or a non-finite loss anywhere stops everyone.
       int flags = (signal_received() ? 1 : 0) | (finite ? 0 : 2);
