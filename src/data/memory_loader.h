@@ -48,6 +48,7 @@ class MemoryLoader {
   int64_t num_batches() const;
   int64_t num_samples() const { return static_cast<int64_t>(order_.size()); }  // this rank, this epoch
   Batch batch(int64_t i) const;
+  int64_t batch_size() const { return o_.batch_size; }
   const std::vector<int64_t>& order() const { return order_; }
 
  private:

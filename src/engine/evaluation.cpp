@@ -1,5 +1,6 @@
 #include "engine/evaluation.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <optional>
 
@@ -16,9 +17,10 @@ Meter validate(Context& ctx, Model& m, Loader& val, double smoothing) {
   m.q.net->eval();
   Meter meter;
   val.set_epoch(0);
-  for (int64_t i = 0; i < val.num_batches(); ++i) {
-    data::Batch b = val.batch(i);
-    const torch::Tensor x = m.input(b.images, ctx.device), y = b.labels.to(ctx.device);
+  const auto pf = prefetch(val, 0, val.num_batches(), ctx.device.is_cuda());
+  while (!pf->done()) {
+    const data::Batch b = pf->next();
+    const torch::Tensor x = m.input(b.images, ctx.device), y = b.labels.to(ctx.device, /*non_blocking=*/true);
     const torch::Tensor out = m.q.net->forward(x);
     meter.add(out, y, label_smoothing_ce(out, y, smoothing));
   }
@@ -44,13 +46,12 @@ void recalibrate_bn(Context& ctx, Model& m, Loader& calib, int images) {
   }
   m.q.net->train();
   calib.set_epoch(0);
-  int64_t seen = 0;
+  // This rank's share, in whole batches (all but the last are full): no
+  // batch is made that is not used.
   const int64_t share = (images + ctx.env.world_size - 1) / ctx.env.world_size;
-  for (int64_t i = 0; i < calib.num_batches() && seen < share; ++i) {
-    data::Batch b = calib.batch(i);
-    m.q.net->forward(m.input(b.images, ctx.device));
-    seen += b.images.size(0);
-  }
+  const int64_t batches = std::min(calib.num_batches(), (share + calib.batch_size() - 1) / calib.batch_size());
+  const auto pf = prefetch(calib, 0, batches, ctx.device.is_cuda());
+  while (!pf->done()) m.q.net->forward(m.input(pf->next().images, ctx.device));
   for (size_t k = 0; k < bns.size(); ++k) bns[k]->options.momentum(momenta[k]);
   if (!models::batchnorm_sync_enabled()) average_bn_stats(ctx, *m.q.net);
 }

@@ -23,9 +23,10 @@ struct Model {
   int64_t input_size = 0;  // image side, recorded so extract writes the right geometry
   torch::Dtype dtype = torch::kFloat;
   bool loaded_quantized = false;  // the weights came from a quantized (finetune) checkpoint
-  // A batch of images on the model's device, in its dtype.
+  // A batch of images on the model's device, in its dtype; asynchronous from
+  // pinned memory (see prefetch).
   torch::Tensor input(const torch::Tensor& images, const torch::Device& device) const {
-    return images.to(device, dtype);
+    return images.to(device, dtype, /*non_blocking=*/true);
   }
 };
 

@@ -20,6 +20,7 @@ class MemorySource : public Loader {
   void set_epoch(int64_t e) override { l_.set_epoch(e); }
   int64_t num_batches() const override { return l_.num_batches(); }
   data::Batch batch(int64_t i) const override { return l_.batch(i); }
+  int64_t batch_size() const override { return l_.batch_size(); }
 
  private:
   data::MemoryLoader l_;
@@ -48,6 +49,7 @@ class FolderSource : public Loader {
     skipped_ += static_cast<int64_t>(fb.skipped.size());
     return {fb.images, fb.labels};
   }
+  int64_t batch_size() const override { return o_.batch_size; }
   int64_t take_skipped() override { return skipped_.exchange(0); }
 
  private:
@@ -60,6 +62,18 @@ class FolderSource : public Loader {
 };
 
 }  // namespace
+
+std::unique_ptr<data::Prefetcher<data::Batch>> prefetch(Loader& l, int64_t begin, int64_t end, bool pin) {
+  auto make = [&l, pin](int64_t i) {
+    data::Batch b = l.batch(i);
+    if (pin) {  // PyTorch's DataLoader(pin_memory=True), on the worker thread
+      b.images = b.images.pin_memory();
+      b.labels = b.labels.pin_memory();
+    }
+    return b;
+  };
+  return std::make_unique<data::Prefetcher<data::Batch>>(make, begin, end, l.workers, 2 * l.workers + 2);
+}
 
 void report_skipped(Loader& l, const std::string& what) {
   if (const int64_t n = l.take_skipped())
@@ -135,7 +149,9 @@ int input_channels(const config::DataOptions& o) {
   return d == "fashion_mnist" || d == "mnist" ? 1 : 3;
 }
 
-Data make_data(const config::DataOptions& dl, int rank, int world) {
+namespace {
+
+Data make_sources(const config::DataOptions& dl, int rank, int world) {
   Data d;
   data::LoaderOptions o;
   o.dataset = dl.dataset;
@@ -202,6 +218,14 @@ Data make_data(const config::DataOptions& dl, int rank, int world) {
   d.calib = std::make_unique<MemorySource>(shared, fixed);
   d.train = std::make_unique<MemorySource>(shared, o);
   d.val = std::make_unique<MemorySource>(std::make_shared<const data::RawImages>(std::move(val)), fixed);
+  return d;
+}
+
+}  // namespace
+
+Data make_data(const config::DataOptions& dl, int rank, int world) {
+  Data d = make_sources(dl, rank, world);
+  for (Loader* l : {d.train.get(), d.val.get(), d.calib.get()}) l->workers = dl.workers;
   return d;
 }
 

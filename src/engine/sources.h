@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "data/memory_loader.h"
+#include "data/prefetcher.h"
 #include "mpq/config/options.h"
 
 namespace mpq::engine {
@@ -20,9 +21,16 @@ class Loader {
   virtual void set_epoch(int64_t epoch) = 0;
   virtual int64_t num_batches() const = 0;
   virtual data::Batch batch(int64_t i) const = 0;
+  virtual int64_t batch_size() const = 0;  // every batch's but the last
   // Undecodable images left out since the last call (each is logged when met).
   virtual int64_t take_skipped() { return 0; }
+  int workers = 0;  // dataloader.workers: threads that make batches ahead of the consumer
 };
+
+// Batches [begin, end) of `l` in order, made on its worker threads ahead of
+// the consumer. With `pin` (training or evaluating on a GPU) they are made in
+// pinned host memory, so that their copies to the GPU run asynchronously.
+std::unique_ptr<data::Prefetcher<data::Batch>> prefetch(Loader& l, int64_t begin, int64_t end, bool pin);
 
 // Logs how many undecodable images `l` left out since the last call.
 void report_skipped(Loader& l, const std::string& what);

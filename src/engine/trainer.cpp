@@ -143,11 +143,10 @@ void train(const config::RunOptions& run, Mode mode) {
     m.q.net->train();
     const auto t0 = Clock::now();
     double images = 0;
-    data::Prefetcher<data::Batch> pf([&](int64_t i) { return data.train->batch(i); }, pos.batch, nb,
-                                     dl.workers, 2 * dl.workers + 2);
+    const auto pf = prefetch(*data.train, pos.batch, nb, ctx.device.is_cuda());
     while (pos.batch < nb) {
-      data::Batch b = pf.next();
-      const torch::Tensor x = m.input(b.images, ctx.device), y = b.labels.to(ctx.device);
+      const data::Batch b = pf->next();
+      const torch::Tensor x = m.input(b.images, ctx.device), y = b.labels.to(ctx.device, /*non_blocking=*/true);
       bool finite = true;
       if (mode == Mode::kJoint) {
         const std::vector<int> mixed = sample_policy(policy_rng, m.q.candidates, m.q.convs.size());

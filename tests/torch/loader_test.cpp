@@ -118,3 +118,59 @@ TEST(Split, StratifiedDisjointAndSeeded) {
   mpq::engine::split_training_set(labels, dl, 6, other, other_held);
   EXPECT_NE(other, ids) << "another seed, another split";
 }
+
+#include <atomic>
+
+#include "engine/context.h"
+#include "engine/evaluation.h"
+
+namespace {
+
+// `batches` batches of `bs` one-pixel images whose value is the batch's
+// index; counts the batches made.
+class CountingLoader : public mpq::engine::Loader {
+ public:
+  CountingLoader(int64_t batches, int64_t bs) : batches_(batches), bs_(bs) {}
+  void set_epoch(int64_t) override {}
+  int64_t num_batches() const override { return batches_; }
+  int64_t batch_size() const override { return bs_; }
+  Batch batch(int64_t i) const override {
+    ++made;
+    return {torch::full({bs_, 3, 1, 1}, static_cast<float>(i)), torch::full({bs_}, i, torch::kLong)};
+  }
+  mutable std::atomic<int> made{0};
+
+ private:
+  int64_t batches_, bs_;
+};
+
+}  // namespace
+
+// Validation and calibration read ahead on the loader's workers: the batches
+// come in order whatever the workers, and calibration makes only the whole
+// batches its share of images needs (a read-ahead of 2 workers + 2 would
+// otherwise decode batches nobody uses).
+TEST(Prefetch, BatchesComeInOrderAndCalibrationMakesOnlyWhatItUses) {
+  for (int workers : {0, 3}) {
+    SCOPED_TRACE(workers);
+    CountingLoader l(9, 4);
+    l.workers = workers;
+    const auto pf = mpq::engine::prefetch(l, 2, 7, /*pin=*/false);
+    for (int64_t i = 2; i < 7; ++i) {
+      ASSERT_FALSE(pf->done());
+      const Batch b = pf->next();
+      EXPECT_EQ(b.labels[0].item<int64_t>(), i);
+    }
+    EXPECT_TRUE(pf->done());
+
+    mpq::engine::Context ctx;
+    mpq::engine::Model m;
+    m.q.net = mpq::models::make_model("resnet20", {10, 3});
+    CountingLoader calib(9, 4);
+    calib.workers = workers;
+    mpq::engine::recalibrate_bn(ctx, m, calib, 10);  // 10 images: 3 batches of 4
+    EXPECT_EQ(calib.made.load(), 3);
+    const auto* bn = mpq::engine::batchnorms(*m.q.net).front();
+    EXPECT_EQ(bn->num_batches_tracked.item<int64_t>(), 3);
+  }
+}
