@@ -25,23 +25,26 @@ std::unique_ptr<torch::optim::SGD> make_sgd(torch::nn::Module& net, double lr, d
   return std::make_unique<torch::optim::SGD>(groups, torch::optim::SGDOptions(lr));
 }
 
-void clip_and_drop_zero_grads(torch::nn::Module& net, double clip) {
+std::vector<double> clip_and_drop_zero_grads(torch::nn::Module& net, double clip,
+                                             const std::vector<torch::Tensor>& read_back) {
   torch::NoGradGuard no_grad;
-  std::vector<torch::Tensor> with_grad, nonzero;
+  std::vector<torch::Tensor> with_grad, values;
   for (auto& p : net.parameters()) {
     if (!p.grad().defined()) continue;
     p.mutable_grad().clamp_(-clip, clip);
     with_grad.push_back(p);
-    nonzero.push_back(p.grad().ne(0).any());
+    values.push_back(p.grad().ne(0).any().to(torch::kDouble));
   }
-  if (with_grad.empty()) return;
+  for (const auto& t : read_back) values.push_back(t.detach().reshape({}).to(torch::kDouble));
+  if (values.empty()) return {};
   // Whether each gradient is all zero decides, on the host, which parameters
-  // the optimizer skips: one transfer for all of them (one synchronisation
-  // per step on a GPU, not one per parameter).
-  const torch::Tensor flags = torch::stack(nonzero).to(torch::kCPU);
-  const bool* f = flags.data_ptr<bool>();
+  // the optimizer skips: one transfer for all of them and `read_back` (one
+  // synchronisation per step on a GPU, not one per parameter).
+  const torch::Tensor host = torch::stack(values).to(torch::kCPU);
+  const double* v = host.const_data_ptr<double>();
   for (size_t i = 0; i < with_grad.size(); ++i)
-    if (!f[i]) with_grad[i].mutable_grad() = torch::Tensor();
+    if (v[i] == 0) with_grad[i].mutable_grad() = torch::Tensor();
+  return std::vector<double>(v + with_grad.size(), v + values.size());
 }
 
 std::vector<int> sample_policy(std::mt19937_64& rng, const std::vector<int>& candidates, size_t layers) {
@@ -58,7 +61,7 @@ std::vector<double> joint_step(quant::QuantizedNet& q, torch::optim::Optimizer& 
             q.convs.size(), " searchable layers");
   q.net->train();
   opt.zero_grad();
-  std::vector<torch::Tensor> loss_values;  // read back once, after the step
+  std::vector<torch::Tensor> loss_values;  // read back with the gradients' flags
   torch::Tensor teacher;  // distillation: the first candidate's probabilities
   auto run = [&](bool last) {
     const torch::Tensor out = q.net->forward(x);
@@ -80,10 +83,9 @@ std::vector<double> joint_step(quant::QuantizedNet& q, torch::optim::Optimizer& 
   q.set_mixed(mixed);
   run(true);
   if (o.after_backward) o.after_backward();
-  clip_and_drop_zero_grads(*q.net, o.clip);
+  std::vector<double> losses = clip_and_drop_zero_grads(*q.net, o.clip, loss_values);
   opt.step();
-  const torch::Tensor l = torch::stack(loss_values).to(torch::kCPU, torch::kDouble);
-  return std::vector<double>(l.data_ptr<double>(), l.data_ptr<double>() + l.numel());
+  return losses;
 }
 
 }  // namespace mpq::engine

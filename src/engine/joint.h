@@ -24,8 +24,11 @@ std::unique_ptr<torch::optim::SGD> make_sgd(torch::nn::Module& net, double lr, d
 
 // Clamps every gradient element into [-clip, clip], then drops the gradient
 // of any parameter whose gradient is all zero, so the optimizer leaves it
-// alone (no momentum, no weight decay).
-void clip_and_drop_zero_grads(torch::nn::Module& net, double clip);
+// alone (no momentum, no weight decay). Returns the scalars of `read_back`
+// (e.g. the step's losses), read in the same transfer to the host: on a GPU,
+// one synchronisation for both.
+std::vector<double> clip_and_drop_zero_grads(torch::nn::Module& net, double clip,
+                                             const std::vector<torch::Tensor>& read_back = {});
 
 // One mixed policy: every searchable layer draws uniformly from the candidates.
 std::vector<int> sample_policy(std::mt19937_64& rng, const std::vector<int>& candidates, size_t layers);

@@ -162,7 +162,9 @@ TEST(JointStep, ZeroGradientsAreDroppedAndOthersClipped) {
   torch::nn::Linear lin(3, 2);
   lin->weight.mutable_grad() = torch::full({2, 3}, 5.0);
   lin->bias.mutable_grad() = torch::zeros({2});
-  engine::clip_and_drop_zero_grads(*lin, 1.0);
+  // The values to read back come back with the flags, in order.
+  const auto back = engine::clip_and_drop_zero_grads(*lin, 1.0, {torch::tensor(2.5f), torch::tensor({-1.0})});
+  EXPECT_EQ(back, (std::vector<double>{2.5, -1.0}));
   EXPECT_TRUE(torch::equal(lin->weight.grad(), torch::ones({2, 3})));
   EXPECT_FALSE(lin->bias.grad().defined());
   const torch::Tensor logits = torch::tensor({{2.0, 0.5, -1.0}});
