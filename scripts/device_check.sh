@@ -16,6 +16,13 @@
 #      PyTorch eager
 # Runs here too, on the CPU, as a check of everything but the GPU parts
 # (MPQ_DEVICE_DRY=1: CPU, tiny step counts).
+#
+# The steps share one budget, MPQ_DEVICE_BUDGET_S seconds (default 540, under
+# the device tool's 600 per command): each runs under its own cap or what is
+# left of the budget, whichever is less, so one that hangs cannot take the
+# others' time; a step with no time left says so and is skipped. A rerun can
+# take only some steps: MPQ_DEVICE_STEPS="tests finetune nccl bench original"
+# (the default: all) names them.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/mpq_device_out}
@@ -24,7 +31,19 @@ exec > >(tee "$out/device_check.log") 2>&1
 d=$PWD/.device
 dry=${MPQ_DEVICE_DRY:-0}
 py=${MPQ_DEVICE_PYTHON:-python3}
-step() { echo; echo "== $* ($(date +%T))"; }
+step() { echo; echo "== $* ($(date +%T), $(left) s of the budget left)"; }
+deadline=$(( $(date +%s) + ${MPQ_DEVICE_BUDGET_S:-540} ))
+left() { echo $(( deadline - $(date +%s) )); }
+steps=" ${MPQ_DEVICE_STEPS:-tests finetune nccl bench original} "
+want() { [[ "$steps" == *" $1 "* ]]; }
+# cap N: N seconds, or what is left of the budget where that is less.
+cap() { local t; t=$(left); (( t > $1 )) && t=$1; echo "$t"; }
+# bounded N COMMAND...: COMMAND under `timeout` of cap N.
+bounded() {
+  local t; t=$(cap "$1"); shift
+  if (( t < 10 )); then echo "device_check: NOT RUN (no time left in the budget): $*"; return 124; fi
+  timeout "$t" "$@"
+}
 
 site=$("$py" -c 'import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))')
 libs="$d/lib:$site/torch/lib"
@@ -38,14 +57,16 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 || ech
 "$py" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "gpu", torch.cuda.is_available() and torch.cuda.get_device_name(0))'
 ldd "$d/bin/libmpq_torch.so" | grep "not found" && echo "device_check: libraries missing (above)"
 
+if want tests; then
 step "CUDA and LSQ tests"
-timeout 300 "$d/bin/cuda_test" >"$out/cuda_test.log" 2>&1; echo "cuda_test: exit $?"
+bounded 240 "$d/bin/cuda_test" >"$out/cuda_test.log" 2>&1; echo "cuda_test: exit $?"
 tail -25 "$out/cuda_test.log"
-timeout 120 "$d/bin/lsq_test" >"$out/lsq_test.log" 2>&1; echo "lsq_test: exit $?"
+bounded 90 "$d/bin/lsq_test" >"$out/lsq_test.log" 2>&1; echo "lsq_test: exit $?"
 tail -5 "$out/lsq_test.log"
 # A skipped test is a check not made: say so where it cannot be missed.
 grep -h -E "^\[  SKIPPED \] [A-Za-z0-9_]+\." "$out/cuda_test.log" "$out/lsq_test.log" | sed -E 's/ \([0-9]+ ms\)$//' |
   sort -u | sed 's/^\[  SKIPPED \] /device_check: NOT RUN: /'
+fi
 
 run_dir=/tmp/mpq_device_runs
 rm -rf "$run_dir"
@@ -55,36 +76,44 @@ common=(--set "dataloader.path=$d/data" --set "output_dir=$run_dir" --set epochs
 dev=gpu
 [ "$dry" = 1 ] && dev=cpu
 
+if want finetune; then
 step "finetune Fashion-MNIST ResNet-20 on the GPU: FP, then W4A4 from it"
-/usr/bin/time -v timeout 300 "$mpq" finetune configs/fashion_mnist_resnet20_fp.yaml "${common[@]}" \
+/usr/bin/time -v timeout "$(cap 150)" "$mpq" finetune configs/fashion_mnist_resnet20_fp.yaml "${common[@]}" \
   --set training_device=$dev --set name=fp 2>&1 | grep -v -E "^\s+(Page|Minor|Vol|Invol|Swaps|File|Socket|Signals|Average|Exit|Percent|System|User)"
 w4="[4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4]"
-timeout 300 "$mpq" finetune configs/fashion_mnist_resnet20_finetune.yaml "${common[@]}" --set training_device=$dev \
+bounded 150 "$mpq" finetune configs/fashion_mnist_resnet20_finetune.yaml "${common[@]}" --set training_device=$dev \
   --set name=w4a4 --set policy= --set "weight_bits=$w4" --set "act_bits=$w4" --set "pre_trained=$run_dir/fp/last.pt" 2>&1
+fi
 
+if want nccl; then
 step "NCCL group of one under torchrun"
 torchrun=$(dirname "$(command -v "$py")")/torchrun
 [ -x "$torchrun" ] || torchrun=torchrun
 backend=nccl; [ "$dry" = 1 ] && backend=gloo  # the dry run has no GPU: the same launch, on Gloo
-timeout 300 "$torchrun" --no-python --nproc_per_node=1 --master_port=29611 "$mpq" finetune \
+bounded 150 "$torchrun" --no-python --nproc_per_node=1 --master_port=29611 "$mpq" finetune \
   configs/fashion_mnist_resnet20_fp.yaml "${common[@]}" --set training_device=$dev --set name=nccl \
   --set dist_backend=$backend --set sync_bn=true 2>&1 | tail -15
+fi
 
+if want bench; then
 step "training steps: mpq (qat_bench), host synchronisations per step"
 n=21; [ "$dry" = 1 ] && n=3
 bdev=cuda; [ "$dry" = 1 ] && bdev=cpu
-MPQ_DEVICE=$bdev MPQ_CASE=resnet20 MPQ_BATCH=128 timeout 200 "$d/bin/qat_bench" $n 2>&1
+MPQ_DEVICE=$bdev MPQ_CASE=resnet20 MPQ_BATCH=128 bounded 150 "$d/bin/qat_bench" $n 2>&1
 [ "$dry" = 1 ] && n=2
 b18=$([ "$dry" = 1 ] && echo 4 || echo 256)
-MPQ_DEVICE=$bdev MPQ_CASE=resnet18 MPQ_BATCH=$b18 timeout 300 "$d/bin/qat_bench" $n 2>&1
+MPQ_DEVICE=$bdev MPQ_CASE=resnet18 MPQ_BATCH=$b18 bounded 200 "$d/bin/qat_bench" $n 2>&1
 step "the same ResNet-18 steps with cudnn: heuristic (what benchmark, the default, buys)"
-MPQ_CUDNN=heuristic MPQ_DEVICE=$bdev MPQ_CASE=resnet18 MPQ_BATCH=$b18 timeout 200 "$d/bin/qat_bench" $(( n > 9 ? 9 : n )) 2>&1
+MPQ_CUDNN=heuristic MPQ_DEVICE=$bdev MPQ_CASE=resnet18 MPQ_BATCH=$b18 bounded 120 "$d/bin/qat_bench" $(( n > 9 ? 9 : n )) 2>&1
+fi
 
+if want original; then
 step "training steps: the original LIMPQ in PyTorch eager, the same shapes"
 s=15; j=5; [ "$dry" = 1 ] && s=2 && j=1
 for m in resnet20:128 resnet18:256; do
   b=${m#*:}; [ "$dry" = 1 ] && b=4
-  LIMPQ_DIR="$d/limpq" timeout 300 "$py" "$d/limpq_train_bench.py" --model "${m%:*}" --device $bdev --batch "$b" \
+  LIMPQ_DIR="$d/limpq" bounded 150 "$py" "$d/limpq_train_bench.py" --model "${m%:*}" --device $bdev --batch "$b" \
     --steps $s --joint-steps $j 2>&1 | grep -E "RESULT|Error|error" 
 done
+fi
 step done
