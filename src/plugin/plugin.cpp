@@ -15,6 +15,7 @@
 #include "mpq/common/error.h"
 #include "mpq/common/malloc_tuning.h"
 #include "mpq/plugin/torch_plugin.h"
+#include "engine/torch_error.h"
 #include "plugin/commands.h"
 
 namespace {
@@ -95,7 +96,7 @@ extern "C" __attribute__((visibility("default"))) int mpq_torch_plugin_run(const
   } catch (const mpq::Error& e) {
     return fail(resp, static_cast<int>(e.exit_code()), e.what());
   } catch (const c10::Error& e) {
-    return fail(resp, 1, std::string("torch: ") + e.what_without_backtrace());
+    return fail(resp, 1, mpq::engine::describe_torch_error(e));
   } catch (const std::bad_alloc&) {
     return fail(resp, 1, "out of memory");
   } catch (const std::exception& e) {
