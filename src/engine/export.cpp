@@ -273,9 +273,7 @@ class OnnxSink : public models::GraphSink {
     const torch::Tensor wv = weight(s.name, *l.quan_w_fn, l.weight, l.bits, w);
     torch::Tensor bias = l.bias.defined() ? l.bias.detach().to(torch::kCPU, torch::kFloat) : torch::Tensor();
     if (l.sat && bias.defined()) {
-      // The SAT rescale in eval: the bias divided by 1 / (sqrt(out) * std(w_q)).
-      const torch::Tensor factor = 1.0 / (std::sqrt(static_cast<double>(wv.size(0))) * wv.std());
-      bias = bias / factor;
+      bias = bias / quant::sat_factor(wv);  // the SAT rescale in eval, as QLinear's
     }
     std::vector<std::string> inputs{n(in), w};
     if (bias.defined()) {

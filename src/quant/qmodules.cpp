@@ -42,6 +42,10 @@ torch::Tensor QConv2dImpl::forward(torch::Tensor x) {
   return torch::conv2d(x, w, bias, stride_, padding_, dilation_, groups_);
 }
 
+torch::Tensor sat_factor(const torch::Tensor& wq) {
+  return 1.0 / (std::sqrt(static_cast<double>(wq.size(0))) * wq.std());
+}
+
 QLinearImpl::QLinearImpl(const torch::nn::LinearImpl& src, int b, bool sat_) : bits(b), sat(sat_) {
   weight = register_parameter("weight", src.weight.detach().clone());
   if (src.bias.defined()) bias = register_parameter("bias", src.bias.detach().clone());
@@ -54,7 +58,7 @@ torch::Tensor QLinearImpl::forward(torch::Tensor x) {
   x = quan_a_fn->forward(x, bits);
   torch::Tensor w = quan_w_fn->forward(weight, bits);
   if (!sat) return torch::linear(x, w, bias);
-  const torch::Tensor factor = 1.0 / (std::sqrt(static_cast<double>(weight.size(0))) * w.detach().std());
+  const torch::Tensor factor = sat_factor(w.detach());
   if (is_training()) return torch::linear(x, w * factor, bias);
   return torch::linear(x, w, bias.defined() ? bias / factor : bias);
 }

@@ -65,6 +65,11 @@ class QLinearImpl : public torch::nn::Module {
 };
 TORCH_MODULE(QLinear);
 
+// SAT's factor for quantized fc weights `wq` [out, in]: 1 / (sqrt(out) *
+// std(wq)), the std of the values given (callers detach them); infinite when
+// every weight quantizes to one value (see sat_collapse).
+torch::Tensor sat_factor(const torch::Tensor& wq);
+
 // One BatchNorm per candidate bit-width ("bns.0", "bns.1", ...), each a copy
 // of the float BatchNorm it replaces; `select` picks the one in use.
 class SwitchableBatchNorm2dImpl : public torch::nn::Module, public models::BnReluFuser {
