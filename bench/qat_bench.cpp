@@ -32,6 +32,7 @@
 #include "models/bn_relu.h"
 #include "models/zoo.h"
 #include "mpq/common/malloc_tuning.h"
+#include "mpq/config/config.h"
 #include "mpq/search/geometry.h"
 #include "engine/context.h"
 #include "engine/joint.h"
@@ -146,8 +147,8 @@ int main(int argc, char** argv) {
   const torch::Device dev = bench_device();
   const char* cudnn = std::getenv("MPQ_CUDNN");
   const std::string cudnn_mode = cudnn ? cudnn : "benchmark";
-  if (cudnn_mode != "benchmark" && cudnn_mode != "deterministic" && cudnn_mode != "heuristic") {
-    std::fprintf(stderr, "qat_bench: MPQ_CUDNN=%s is not one of benchmark, deterministic, heuristic\n", cudnn);
+  if (!config::is_cudnn_mode(cudnn_mode)) {
+    std::fprintf(stderr, "qat_bench: MPQ_CUDNN=%s is not one of %s\n", cudnn, config::kCudnnModeList);
     return 2;
   }
   engine::apply_cudnn_mode(cudnn_mode);

@@ -337,9 +337,8 @@ Config load_config_text(const std::string& text, const std::string& path, const 
                      "' is not one of auto, gloo, nccl");
   r.get("threads", c.threads, 0, 4096);
   r.get("cudnn", c.cudnn);
-  if (c.cudnn != "benchmark" && c.cudnn != "deterministic" && c.cudnn != "heuristic")
-    throw InputError(where(path, r.at("cudnn")) + ": cudnn '" + c.cudnn +
-                     "' is not one of benchmark, deterministic, heuristic");
+  if (!is_cudnn_mode(c.cudnn))
+    throw InputError(where(path, r.at("cudnn")) + ": cudnn '" + c.cudnn + "' is not one of " + kCudnnModeList);
   r.get("pre_trained_strict", c.pre_trained_strict);
   MPQ_CHECK(c.weight_bits.size() == c.act_bits.size(), path, ": weight_bits has ", c.weight_bits.size(),
             " entries but act_bits has ", c.act_bits.size());

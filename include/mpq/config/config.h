@@ -106,4 +106,10 @@ Config load_config_text(const std::string& text, const std::string& source,
 // The resolved configuration as YAML (saved in the run folder).
 std::string to_yaml(const Config& c);
 
+// The cudnn key's values, and the list of them for messages.
+inline bool is_cudnn_mode(const std::string& m) {
+  return m == "benchmark" || m == "deterministic" || m == "heuristic";
+}
+inline constexpr const char* kCudnnModeList = "benchmark, deterministic, heuristic";
+
 }  // namespace mpq::config
