@@ -86,8 +86,8 @@ torch::Tensor BatchNormImpl::forward(const torch::Tensor& x) {
                                          torch::full({1}, static_cast<double>(x.numel() / c), xd.options())});
   const torch::Tensor g = AllReduceSum::apply(sums);
   // The count stays on the device: reading it here would stall a GPU's
-  // stream once per BatchNorm.
-  const torch::Tensor n = g.slice(0, 2 * c, 2 * c + 1);
+  // stream once per BatchNorm. A constant, as it was on the host: no gradient.
+  const torch::Tensor n = g.slice(0, 2 * c, 2 * c + 1).detach();
   const torch::Tensor mean_d = g.slice(0, 0, c) / n;
   const torch::Tensor mean = mean_d.to(x.scalar_type());
   const torch::Tensor var = (g.slice(0, c, 2 * c) / n - mean_d * mean_d).clamp_min(0).to(x.scalar_type());
