@@ -2,6 +2,7 @@
 
 #include <torch/nn/functional/activation.h>
 
+#include "engine/host_read.h"
 #include "mpq/common/error.h"
 
 namespace mpq::engine {
@@ -33,18 +34,16 @@ std::vector<double> clip_and_drop_zero_grads(torch::nn::Module& net, double clip
     if (!p.grad().defined()) continue;
     p.mutable_grad().clamp_(-clip, clip);
     with_grad.push_back(p);
-    values.push_back(p.grad().ne(0).any().to(torch::kDouble));
+    values.push_back(p.grad().ne(0).any());
   }
-  for (const auto& t : read_back) values.push_back(t.detach().reshape({}).to(torch::kDouble));
-  if (values.empty()) return {};
+  values.insert(values.end(), read_back.begin(), read_back.end());
   // Whether each gradient is all zero decides, on the host, which parameters
   // the optimizer skips: one transfer for all of them and `read_back` (one
   // synchronisation per step on a GPU, not one per parameter).
-  const torch::Tensor host = torch::stack(values).to(torch::kCPU);
-  const double* v = host.const_data_ptr<double>();
+  const std::vector<double> v = read_scalars(values);
   for (size_t i = 0; i < with_grad.size(); ++i)
     if (v[i] == 0) with_grad[i].mutable_grad() = torch::Tensor();
-  return std::vector<double>(v + with_grad.size(), v + values.size());
+  return std::vector<double>(v.begin() + static_cast<std::ptrdiff_t>(with_grad.size()), v.end());
 }
 
 std::vector<int> sample_policy(std::mt19937_64& rng, const std::vector<int>& candidates, size_t layers) {

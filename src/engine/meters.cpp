@@ -7,6 +7,7 @@
 
 #include <torch/torch.h>
 
+#include "engine/host_read.h"
 #include "mpq/common/log.h"
 
 namespace mpq::engine {
@@ -16,10 +17,7 @@ double Meter::add(const torch::Tensor& logits, const torch::Tensor& labels, cons
   const int64_t k = std::min<int64_t>(5, logits.size(1));
   const torch::Tensor top = std::get<1>(logits.topk(k, 1));
   const torch::Tensor hit = top.eq(labels.unsqueeze(1));
-  const torch::Tensor h = torch::stack({loss.detach().reshape({}).to(torch::kDouble),
-                                        hit.select(1, 0).sum().to(torch::kDouble), hit.any(1).sum().to(torch::kDouble)})
-                              .cpu();
-  const double* v = h.const_data_ptr<double>();
+  const std::vector<double> v = read_scalars({loss, hit.select(1, 0).sum(), hit.any(1).sum()});
   const auto n = static_cast<double>(labels.size(0));
   correct1 += v[1];
   correct5 += v[2];
