@@ -64,8 +64,10 @@ class TorchHooks : public pickle::PickleHooks {
     const std::string record = "data/" + key;
     MPQ_CHECK(reader_.hasRecord(record), "missing record ", record);
     auto [data, nbytes] = reader_.getRecord(record);
-    const size_t need = static_cast<size_t>(numel) * torch::elementSize(dtype);
-    MPQ_CHECK(nbytes >= need, "record ", record, " holds ", nbytes, " bytes, its storage needs ", need);
+    const size_t elem = torch::elementSize(dtype);
+    MPQ_CHECK(static_cast<uint64_t>(numel) <= nbytes / elem, "record ", record, " holds ", nbytes,
+              " bytes, too few for its storage of ", numel, " elements of ", elem, " bytes");
+    const size_t need = static_cast<size_t>(numel) * elem;
     torch::Tensor storage = torch::empty({numel}, torch::TensorOptions().dtype(dtype));
     if (need > 0) std::memcpy(storage.data_ptr(), data.get(), need);
     storages_.emplace(key, storage);
@@ -82,14 +84,20 @@ class TorchHooks : public pickle::PickleHooks {
       const auto size = int_list(args[2], "a tensor's size");
       const auto stride = int_list(args[3], "a tensor's stride");
       MPQ_CHECK(size.size() == stride.size(), "a tensor's size and stride differ in length");
-      int64_t last = offset;  // the largest element index the view touches
-      for (size_t i = 0; i < size.size(); ++i) {
+      // The largest element index the view touches, and its element count,
+      // both checked for overflow: a damaged file may hold any integers.
+      bool fits = offset >= 0;
+      bool empty = false;
+      int64_t last = offset, count = 1;
+      for (size_t i = 0; i < size.size() && fits; ++i) {
         MPQ_CHECK(size[i] >= 0 && stride[i] >= 0, "a tensor has a negative size or stride");
-        if (size[i] == 0) last = -1;
-        if (last >= 0) last += (size[i] - 1) * stride[i];
+        if (size[i] == 0) empty = true;
+        int64_t reach = 0;
+        fits = !__builtin_mul_overflow(size[i] == 0 ? 0 : size[i] - 1, stride[i], &reach) &&
+               !__builtin_add_overflow(last, reach, &last) && !__builtin_mul_overflow(count, size[i], &count);
       }
-      MPQ_CHECK(offset >= 0 && last < storage.numel(), "a tensor of size ", args[2].repr(60), " at offset ", offset,
-                " does not fit its storage of ", storage.numel(), " elements");
+      MPQ_CHECK(fits && (empty || last < storage.numel()), "a tensor of size ", args[2].repr(60), " at offset ",
+                offset, " does not fit its storage of ", storage.numel(), " elements");
       return tensor_value(storage.as_strided(size, stride, offset));
     }
     if (m == "torch._utils" && n == "_rebuild_parameter") {
