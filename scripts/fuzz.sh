@@ -4,7 +4,7 @@
 # Usage: scripts/fuzz.sh [pickle|yaml] [seconds]
 #   pickle: the pickle reader (indicator files, checkpoints' data.pkl); seeds: the golden pickles
 #   yaml:   the config, geometry and policy readers; seeds: configs/, the golden geometry and
-#           the policies `mpq search` writes for the paper's indicators
+#           the policy `mpq search` writes for the paper's indicators
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target=pickle
@@ -20,7 +20,7 @@ if [[ $target == pickle ]]; then
   cp "$golden"/*.pkl "$golden"/synthetic/*.pkl "$corpus/" 2>/dev/null || true
 else
   cp configs/*.yaml "$golden"/geometry_224.json "$corpus/" 2>/dev/null || true
-  # Policies and geometries as mpq search writes them (needs the build in build/).
+  # A policy as mpq search writes it, from the paper's indicators (needs the build in build/).
   if [[ -x build/mpq && -f $golden/importance_indicators_resnet50.pkl ]]; then
     build/mpq search --model resnet50 --i "$golden/importance_indicators_resnet50.pkl" --b 6 5 4 3 2 --wb 3 --ab 4 \
       --cr 12.2 --bops -o "$corpus/policy.yaml" >/dev/null 2>&1 || true

@@ -17,10 +17,14 @@
 
 namespace {
 
-// The file readers take a path; one scratch file per process.
+// The file readers take a path; one scratch file per process, removed at exit.
+struct Scratch {
+  std::string path = "/tmp/mpq_yaml_fuzz." + std::to_string(getpid()) + ".yaml";
+  ~Scratch() { std::remove(path.c_str()); }
+};
 const std::string& scratch() {
-  static const std::string path = "/tmp/mpq_yaml_fuzz." + std::to_string(getpid()) + ".yaml";
-  return path;
+  static const Scratch s;
+  return s.path;
 }
 
 template <typename F>
