@@ -5,7 +5,10 @@ the weight gradient timed apart (aten::convolution_backward with one output
 mask at a time), medians of `repeats`, then each summed over the network's
 layers (a shape's count times its time); and what one NHWC -> NCHW copy of
 layer1's activation costs (64 channels at 56x56 for ResNet-18, 16 at 28x28 for ResNet-20). Where oneDNN's two layouts differ per part, this
-says by how much a layout choice per part could move a step.
+says by how much a layout choice per part could move a step; for the one
+that differs most on AVX2 machines, the 3x3 weight gradient, it also
+times that choice whole: channels-last input and output gradient copied
+to NCHW, the weight gradient taken there and copied back.
 
 Usage: python bench/conv_layouts.py [repeats] [threads] [batch] [resnet18|resnet20]
 """
@@ -49,6 +52,7 @@ def median_ms(fn):
 
 totals = {(f, p): 0.0 for f in FORMATS for p in PARTS}
 totals3 = {(f, p): 0.0 for f in FORMATS for p in PARTS}  # 3x3 layers only
+mixed3 = 0.0  # 3x3 weight gradients of channels-last tensors taken in NCHW, copies included
 print("| layer | count | " + " | ".join(f"{f} {p} (ms)" for f in FORMATS for p in PARTS) + " |")
 print("|---|---|" + "---|" * (len(FORMATS) * len(PARTS)))
 for cin, cout, k, s, side, count in LAYERS:
@@ -73,6 +77,16 @@ for cin, cout, k, s, side, count in LAYERS:
             if k == 3 and cin != IMAGE_CHANNELS:
                 totals3[(name, p)] += count * t
         row += times
+        if name == "channels-last" and k == 3 and cin != IMAGE_CHANNELS:
+            wn = w.contiguous()
+
+            def in_nchw():
+                r = torch.ops.aten.convolution_backward(g.contiguous(), x.contiguous(), wn, None, [s, s],
+                                                        [k // 2, k // 2], [1, 1], False, [0, 0], 1,
+                                                        [False, True, False])
+                return r[1].contiguous(memory_format=torch.channels_last)
+
+            mixed3 += count * median_ms(in_nchw)
     print(f"| {cin}->{cout} k{k} s{s} {side}x{side} | {count} | " + " | ".join(f"{t:.1f}" for t in row) + " |")
 
 print()
@@ -82,6 +96,7 @@ for p in PARTS:
     print(f"| {p} | " + " | ".join(f"{totals[(f, p)]:.0f}" for f in FORMATS) + " |")
 for p in PARTS[1:]:
     print(f"| of it, 3x3 {p} | " + " | ".join(f"{totals3[(f, p)]:.0f}" for f in FORMATS) + " |")
+print(f"| 3x3 weight gradient of channels-last tensors, taken in NCHW (copies included) | | {mixed3:.0f} |")
 c, side = (64, 56) if model == "resnet18" else (16, 28)
 x = torch.randn(batch, c, side, side).to(memory_format=torch.channels_last)
 print(f"\nNHWC -> NCHW copy of a {batch}x{c}x{side}x{side} tensor: {median_ms(lambda: x.contiguous()):.2f} ms")
