@@ -29,7 +29,7 @@ bins=(mpq libmpq_torch.so cuda_test lsq_test joint_step_test qat_bench)
 for b in "${bins[@]}"; do cp "build-device/$b" "$d/bin/"; done
 # What the GPU machine has of its own: LibTorch and CUDA (in its torch), the
 # C and C++ runtimes.
-own='libtorch|libc10|libcuda|libcudnn|libcublas|libnccl|libnvrtc|libnvshmem|libcufft|libcurand|libcusparse|libcufile|libcupti|libnvJitLink|libnvToolsExt|libcaffe2|libgomp|libc\.so|libm\.so|libstdc\+\+|libgcc_s|ld-linux|libdl\.so|librt\.so|libpthread|linux-vdso'
+own='libtorch|libc10|libcuda|libcudnn|libcublas|libnccl|libnvrtc|libnvshmem|libcufft|libcurand|libcusparse|libcufile|libcupti|libnvJitLink|libnvToolsExt|libcaffe2|libgomp|libc\.so|libm\.so|libstdc\+\+|libgcc_s|ld-linux|libdl\.so|librt\.so|libutil\.so|libresolv\.so|libpthread|linux-vdso'
 for b in "${bins[@]}"; do
   ldd "$d/bin/$b" | awk '$2 == "=>" && $3 ~ /^\// {print $1, $3}' | grep -v -E "^($own)" | while read -r name path; do
     cp -L "$path" "$d/lib/$name"
