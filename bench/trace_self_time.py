@@ -25,11 +25,15 @@ for e in events:
 self_us = collections.Counter()
 each = collections.defaultdict(list)  # name -> one self time per event
 total = 0
+
+
+def close(entry):  # [event, its self time]
+    each[entry[0]["name"]].append(entry[1])
+
+
 for evs in by_thread.values():
     evs.sort(key=lambda e: (e["ts"], -e["dur"]))
     stack = []  # [event, its self time so far]
-    def close(entry):
-        each[entry[0]["name"]].append(entry[1])
     for e in evs:
         while stack and stack[-1][0]["ts"] + stack[-1][0]["dur"] <= e["ts"]:
             close(stack.pop())
