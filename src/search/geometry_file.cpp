@@ -5,6 +5,7 @@
 
 #include "common/yaml_util.h"
 #include "mpq/common/error.h"
+#include "mpq/io/file_util.h"
 #include "mpq/search/geometry.h"
 
 namespace mpq::search {
@@ -108,7 +109,11 @@ std::vector<LayerGeometry> read_layers(const std::string& file, const YAML::Node
 }  // namespace
 
 ModelGeometry load_geometry(const std::string& path, const std::string& model) {
-  const YAML::Node root = yaml::load_yaml_file(path);
+  return load_geometry_text(io::read_file(path), path, model);
+}
+
+ModelGeometry load_geometry_text(const std::string& text, const std::string& path, const std::string& model) {
+  const YAML::Node root = yaml::load_yaml_string(text, path);
   ModelGeometry g;
   if (root.IsMap() && !root["layers"]) {
     // A mapping from model names to layer lists.

@@ -8,6 +8,7 @@
 #include "common/yaml_util.h"
 #include "search/doc.h"
 #include "mpq/common/error.h"
+#include "mpq/io/file_util.h"
 
 namespace mpq::search {
 
@@ -158,8 +159,10 @@ std::string sweep_json(const Policy& header, const Sweep& sw) {
   return os.str();
 }
 
-PolicyBits load_policy(const std::string& path) {
-  const YAML::Node root = yaml::load_yaml_file(path);
+PolicyBits load_policy(const std::string& path) { return load_policy_text(io::read_file(path), path); }
+
+PolicyBits load_policy_text(const std::string& text, const std::string& path) {
+  const YAML::Node root = yaml::load_yaml_string(text, path);
   MPQ_CHECK(root.IsMap(), path, ": not a policy file (expected a mapping written by `mpq search`)");
   MPQ_CHECK(!root["sweep"], path, ": a sweep of many policies, not one; run `mpq search` at the budget you chose "
             "(a point's `budget`) for its policy file");

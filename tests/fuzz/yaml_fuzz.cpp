@@ -3,11 +3,8 @@
 // load or throw mpq::InputError; crashes, hangs, leaks and sanitizer reports
 // are bugs. Build and run: scripts/fuzz.sh yaml [seconds]; seeds: configs/,
 // the golden geometry and policies written by mpq search.
-#include <unistd.h>
-
 #include <cstddef>
 #include <cstdint>
-#include <cstdio>
 #include <string>
 
 #include "mpq/common/error.h"
@@ -16,16 +13,6 @@
 #include "mpq/search/policy.h"
 
 namespace {
-
-// The file readers take a path; one scratch file per process, removed at exit.
-struct Scratch {
-  std::string path = "/tmp/mpq_yaml_fuzz." + std::to_string(getpid()) + ".yaml";
-  ~Scratch() { std::remove(path.c_str()); }
-};
-const std::string& scratch() {
-  static const Scratch s;
-  return s.path;
-}
 
 template <typename F>
 void refused_or_loaded(F&& f) {
@@ -40,11 +27,7 @@ void refused_or_loaded(F&& f) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string text(reinterpret_cast<const char*>(data), size);
   refused_or_loaded([&] { (void)mpq::config::load_config_text(text, "fuzz"); });
-  if (FILE* f = std::fopen(scratch().c_str(), "wb")) {
-    std::fwrite(text.data(), 1, text.size(), f);
-    std::fclose(f);
-    refused_or_loaded([] { (void)mpq::search::load_geometry(scratch()); });
-    refused_or_loaded([] { (void)mpq::search::load_policy(scratch()); });
-  }
+  refused_or_loaded([&] { (void)mpq::search::load_geometry_text(text, "fuzz"); });
+  refused_or_loaded([&] { (void)mpq::search::load_policy_text(text, "fuzz"); });
   return 0;
 }

@@ -96,6 +96,25 @@ TEST(Geometry, FileRoundTripAndGoldenJson) {
   EXPECT_EQ(r50.excepted_macs(true), zoo_geometry("resnet50").excepted_macs(true));
 }
 
+// The text reader is what the file reader parses after reading the file:
+// the same geometry, and messages that name the given source.
+TEST(Geometry, TextReaderEqualsTheFileReader) {
+  mpq::test::TempDir dir;
+  const std::string text = geometry_to_yaml(zoo_geometry("resnet20"));
+  mpq::test::write_all(dir.file("g.yaml"), text);
+  const auto file = load_geometry(dir.file("g.yaml")), from_text = load_geometry_text(text, "given");
+  EXPECT_EQ(from_text.model, file.model);
+  EXPECT_EQ(from_text.input_h, file.input_h);
+  EXPECT_EQ(from_text.searchable_names(), file.searchable_names());
+  EXPECT_EQ(from_text.excepted_macs(true), file.excepted_macs(true));
+  try {
+    load_geometry_text("layers:\n  - {name: a, params: 10}\n", "given");
+    FAIL();
+  } catch (const mpq::InputError& e) {
+    EXPECT_EQ(std::string(e.what()), "given:2:5: layer 'a': missing 'macs'");
+  }
+}
+
 TEST(Geometry, FileErrorsNameFileKeyAndLine) {
   mpq::test::TempDir dir;
   auto error_of = [&](const std::string& text) {

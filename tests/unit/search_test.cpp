@@ -14,6 +14,7 @@
 #include "mpq/common/error.h"
 #include "mpq/io/indicators.h"
 #include "mpq/search/geometry.h"
+#include "mpq/search/policy.h"
 #include "mpq/search/search.h"
 #include "mpq/search/sweep.h"
 #include "synthetic.h"
@@ -777,4 +778,28 @@ TEST(ReverseImportance, PermutesWholeTablesInReversedOrderOfSensitivity) {
   for (size_t x = 0; x < L; ++x)
     for (size_t y = 0; y < L; ++y)
       if (before[x] < before[y]) EXPECT_GE(after[x], after[y]) << x << " " << y;
+}
+
+// A policy read from text, as from the file `mpq search` writes; messages
+// name the given source.
+TEST(Policy, TextReaderReadsAPolicyAndNamesTheSourceInErrors) {
+  const PolicyBits p = load_policy_text("model: resnet20\nlayers: [a, b]\nweight_bits: [4, 3]\nact_bits: [4, 2]\n",
+                                        "given");
+  EXPECT_EQ(p.model, "resnet20");
+  EXPECT_EQ(p.layers, (std::vector<std::string>{"a", "b"}));
+  EXPECT_EQ(p.weight_bits, (std::vector<int>{4, 3}));
+  EXPECT_EQ(p.act_bits, (std::vector<int>{4, 2}));
+  auto error_of = [](const std::string& text) {
+    try {
+      load_policy_text(text, "given");
+    } catch (const mpq::InputError& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_EQ(error_of("layers: [a]\nweight_bits: [40]\nact_bits: [4]\n"),
+            "given:2:15: weight_bits holds 40 (expected 1 to 32 bits)");
+  EXPECT_EQ(error_of("layers: [a, b]\nweight_bits: [4]\nact_bits: [4]\n"),
+            "given: 2 layers but 1 weight_bits and 1 act_bits");
+  EXPECT_EQ(error_of("[1, 2]"), "given: not a policy file (expected a mapping written by `mpq search`)");
 }

@@ -68,6 +68,8 @@ ModelGeometry zoo_geometry(const std::string& model, const InputShape& input = {
 // Layers without an explicit `searchable` follow METHOD.md §2: every conv but the
 // first is searchable, everything else is excepted at 8 bits.
 ModelGeometry load_geometry(const std::string& path, const std::string& model = "");
+// The same from a geometry file's text; `source` names it in messages.
+ModelGeometry load_geometry_text(const std::string& text, const std::string& source, const std::string& model = "");
 
 // The geometry as YAML, in the format load_geometry reads.
 std::string geometry_to_yaml(const ModelGeometry& g);

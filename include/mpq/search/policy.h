@@ -44,5 +44,7 @@ struct PolicyBits {
 // Reads a policy file written by `mpq search` (YAML or JSON); InputError
 // naming the file and key on anything malformed.
 PolicyBits load_policy(const std::string& path);
+// The same from a policy's text; `source` names it in messages.
+PolicyBits load_policy_text(const std::string& text, const std::string& source);
 
 }  // namespace mpq::search
