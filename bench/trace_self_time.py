@@ -5,7 +5,7 @@ less its children's, summed by name, as a share of the top-level time; and
 beside it the count times the median of that name's self times, which a
 few stalled events do not inflate (in a trace of 2026-12-03 on 2 cores,
 single BatchNorm backwards of 19-134 ms among typical ones of 0.4-1.7 ms,
-while the unprofiled steps of the same run varied by 7%): where the two
+while unprofiled FP steps that hour stayed within 7%): where the two
 differ much, the sum is the stalls'. For an op whose events differ in
 shape (the convolutions), count x median is only a rough figure.
 

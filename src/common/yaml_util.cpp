@@ -12,7 +12,6 @@
 #include <yaml-cpp/depthguard.h>
 
 #include "mpq/common/error.h"
-#include "mpq/io/file_util.h"
 
 namespace mpq::yaml {
 
@@ -33,8 +32,6 @@ YAML::Node load_yaml_string(const std::string& text, const std::string& source) 
     throw InputError(mark_str(source, e.mark) + ": not valid YAML: " + e.msg);
   }
 }
-
-YAML::Node load_yaml_file(const std::string& path) { return load_yaml_string(io::read_file(path), path); }
 
 std::string where(const std::string& file, const YAML::Node& node) { return mark_str(file, node.Mark()); }
 

@@ -11,8 +11,8 @@
 
 namespace mpq::yaml {
 
-// Parses a YAML (or JSON) file; InputError with line:column on a syntax error.
-YAML::Node load_yaml_file(const std::string& path);
+// Parses YAML (or JSON) text; InputError naming `source` with line:column on a
+// syntax error.
 YAML::Node load_yaml_string(const std::string& text, const std::string& source);
 
 // "path:line:col" of a node (1-based), or just the path when unknown.
