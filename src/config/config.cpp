@@ -153,7 +153,7 @@ Config load_config_text(const std::string& text, const std::string& path, const 
            "smoothing", "opt", "lr", "momentum", "weight_decay", "sched", "min_lr", "decay_rate", "warmup_epochs",
            "warmup_lr", "decay_epochs", "cooldown_epochs", "val_cycle", "seed", "distill", "sync_bn",
            "checkpoint_steps", "bn_calib_images", "dist_timeout", "threads", "pre_trained_strict", "channels_last",
-           "dist_bucket_mb", "dist_backend", "dtype", "cudnn", "fused_bn"});
+           "dist_bucket_mb", "dist_backend", "dtype", "cudnn", "tf32", "fused_bn"});
   r.get("name", c.name);
   r.get_bits("target_bits", c.target_bits);
   r.get_bits("weight_bits", c.weight_bits);
@@ -339,6 +339,7 @@ Config load_config_text(const std::string& text, const std::string& path, const 
   r.get("cudnn", c.cudnn);
   if (!is_cudnn_mode(c.cudnn))
     throw InputError(where(path, r.at("cudnn")) + ": cudnn '" + c.cudnn + "' is not one of " + kCudnnModeList);
+  r.get("tf32", c.tf32);
   r.get("pre_trained_strict", c.pre_trained_strict);
   MPQ_CHECK(c.weight_bits.size() == c.act_bits.size(), path, ": weight_bits has ", c.weight_bits.size(),
             " entries but act_bits has ", c.act_bits.size());
@@ -429,6 +430,7 @@ std::string to_yaml(const Config& c) {
   e << YAML::Key << "dist_backend" << YAML::Value << c.dist_backend;
   e << YAML::Key << "threads" << YAML::Value << c.threads;
   e << YAML::Key << "cudnn" << YAML::Value << c.cudnn;
+  e << YAML::Key << "tf32" << YAML::Value << c.tf32;
   e << YAML::Key << "pre_trained_strict" << YAML::Value << c.pre_trained_strict;
   e << YAML::EndMap;
   return std::string(e.c_str()) + "\n";

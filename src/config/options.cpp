@@ -16,7 +16,7 @@ RunOptions translate(const Config& c) {
   o.loop = {c.momentum, c.weight_decay, c.smoothing, c.distill, c.freeze_weights, c.sync_bn, c.val_cycle,
             c.print_freq, c.checkpoint_steps, c.dist_bucket_mb, c.resume_path, c.seed};
   o.evaluation = {c.bn_calib_images, c.smoothing};
-  o.process = {c.training_device, c.dist_backend, c.dist_timeout, c.threads, c.seed, c.cudnn};
+  o.process = {c.training_device, c.dist_backend, c.dist_timeout, c.threads, c.seed, c.cudnn, c.tf32};
   o.files = {c.output_dir, c.name, c.num_best_scores, to_yaml(c)};
   return o;
 }
@@ -50,7 +50,8 @@ mpq_torch_run_options encode(const RunOptions& o) {
             l.print_freq, l.checkpoint_steps, l.dist_bucket_mb, l.resume_path.c_str(), l.seed};
   w.evaluation = {o.evaluation.bn_calib_images, o.evaluation.smoothing};
   const ProcessOptions& p = o.process;
-  w.process = {p.training_device.c_str(), p.dist_backend.c_str(), p.dist_timeout_s, p.threads, p.seed, p.cudnn.c_str()};
+  w.process = {p.training_device.c_str(), p.dist_backend.c_str(), p.dist_timeout_s, p.threads, p.seed, p.cudnn.c_str(),
+               p.tf32};
   const RunFileOptions& f = o.files;
   w.files = {f.output_dir.c_str(), f.name.c_str(), f.num_best_scores, f.resolved_yaml.c_str()};
   return w;
@@ -75,7 +76,8 @@ RunOptions decode(const mpq_torch_run_options& w) {
             l.val_cycle, l.print_freq, l.checkpoint_steps, l.dist_bucket_mb, str(l.resume_path), l.seed};
   o.evaluation = {w.evaluation.bn_calib_images, w.evaluation.smoothing};
   const auto& p = w.process;
-  o.process = {str(p.training_device), str(p.dist_backend), p.dist_timeout_s, p.threads, p.seed, str(p.cudnn)};
+  o.process = {str(p.training_device), str(p.dist_backend), p.dist_timeout_s, p.threads, p.seed, str(p.cudnn),
+               p.tf32 != 0};
   const auto& f = w.files;
   o.files = {str(f.output_dir), str(f.name), f.num_best_scores, str(f.resolved_yaml)};
   return o;

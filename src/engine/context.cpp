@@ -76,6 +76,12 @@ void apply_cudnn_mode(const std::string& mode) {
   }
 }
 
+void apply_tf32(bool allow) {
+  // The setter of both cuDNN flags (convolutions and RNNs) at once: setting
+  // one of them alone makes LibTorch refuse later reads of the pair.
+  at::globalContext().setAllowTF32CuDNN(allow);
+}
+
 Context make_context(const config::ProcessOptions& c) {
   Context ctx;
   ctx.env = dist::env_from_environment();
@@ -84,9 +90,13 @@ Context make_context(const config::ProcessOptions& c) {
   torch::set_num_threads(c.threads > 0 ? c.threads : std::max(1, hw / ctx.env.local_world_size));
   ctx.device = pick_device(ctx.env, c.training_device);
   apply_cudnn_mode(c.cudnn);
+  apply_tf32(c.tf32);
   if (ctx.device.is_cuda() && ctx.rank0() && c.cudnn != "deterministic")
     mpq::log::info("cudnn: {}: GPU runs and resumes agree to float rounding, not bit for bit (cudnn: deterministic "
                    "for that, slower)", c.cudnn);
+  if (ctx.device.is_cuda() && ctx.rank0() && c.tf32)
+    mpq::log::info("tf32: cuDNN's float32 convolutions compute in TF32 on GPUs that have it (Ampere and later), as "
+                   "PyTorch's default; tf32: false for full float32, as on the CPU");
   if (!ctx.rank0()) mpq::log::set_level(mpq::log::Level::warn);  // rank 0 logs for everyone
   // A group of one too where a backend is named under torchrun's variables:
   // a check of that backend on one device (auto makes none).

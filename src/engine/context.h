@@ -30,6 +30,10 @@ Context make_context(const config::ProcessOptions& o);
 // heuristic. Flags of LibTorch's global context; they change nothing on the CPU.
 void apply_cudnn_mode(const std::string& mode);
 
+// Whether cuDNN's float32 convolutions may use TF32 (config key tf32;
+// LibTorch's torch.backends.cudnn.allow_tf32). Changes nothing on the CPU.
+void apply_tf32(bool allow);
+
 // Wires the model into the group: moved to the device, rank 0's state
 // everywhere, activation scale initialisation averaged, BatchNorm
 // synchronised when asked.

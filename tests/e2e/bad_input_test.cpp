@@ -336,6 +336,7 @@ TEST_F(BadInput, EveryCaseExitsCleanlyInOneLineAndChangesNoFile) {
       {"config", "finetune " + ft + " --set training_device=tpu", 2, "training_device 'tpu'"},
       {"config", "finetune " + ft + " --set dist_backend=mpi", 2, "dist_backend"},
       {"config", "finetune " + ft + " --set cudnn=fastest", 2, "cudnn"},
+      {"config", "finetune " + ft + " --set tf32=maybe", 2, "tf32 must be true or false"},
       {"config", "finetune " + ft + " --set weight_bits=[4,4]", 2, "weight_bits"},
       {"config", "pretrain " + cfg("c5", "fp", "epochs: 1\n"), 2, "fp_model: true trains a full-precision model"},
       {"config", "pretrain " + cfg("c9", "finetune", "epochs: 1\n"), 2, "target_bits"},

@@ -102,10 +102,17 @@ TEST(Cuda, LsqKernelsEqualTheCpuKernelsAndAreDeterministic) {
       }
 }
 
-// Three joint indicator-training steps and three W4A4 finetuning steps of
-// ResNet-20 on the GPU against the same on the CPU.
+// Three joint indicator-training steps of ResNet-20 on the GPU against the
+// same on the CPU, with cuDNN's convolutions in full float32 (tf32: false):
+// PyTorch's default TF32 rounds their inputs to 10-bit mantissas, about
+// 5e-4 relative, which moves quantized activations across rounding steps
+// and the losses by far more than float32 noise.
 TEST(Cuda, TrainingStepsOnTheGpuEqualTheCpusWithinTolerance) {
   MPQ_NEED_GPU();
+  engine::apply_tf32(false);
+  struct Restore {
+    ~Restore() { engine::apply_tf32(true); }
+  } restore;
   const std::vector<int> cands = {4, 3, 2};
   auto make = [&](const torch::Device& d) {
     torch::manual_seed(0);
@@ -152,6 +159,20 @@ TEST(Cuda, CudnnModesSetLibTorchsFlags) {
   EXPECT_FALSE(g.benchmarkCuDNN());
   EXPECT_FALSE(g.deterministicCuDNN());
   ::unsetenv("CUBLAS_WORKSPACE_CONFIG");
+}
+
+// The config key tf32 sets LibTorch's cuDNN TF32 flag, for convolutions in
+// particular, and reading it back afterwards is accepted (LibTorch refuses
+// reads where the convolution and RNN flags were set apart).
+TEST(Cuda, Tf32KeySetsLibTorchsCudnnFlag) {
+  at::Context& g = at::globalContext();
+  EXPECT_TRUE(g.allowTF32CuDNN(at::Float32Op::CONV)) << "PyTorch's default, which tf32: true keeps";
+  engine::apply_tf32(false);
+  EXPECT_FALSE(g.allowTF32CuDNN(at::Float32Op::CONV));
+  EXPECT_FALSE(g.allowTF32CuDNN());
+  engine::apply_tf32(true);
+  EXPECT_TRUE(g.allowTF32CuDNN(at::Float32Op::CONV));
+  EXPECT_TRUE(g.allowTF32CuDNN());
 }
 
 // cudnn: deterministic makes GPU training repeat itself bit for bit: two

@@ -80,6 +80,7 @@ TEST(Config, ErrorsNameFileLineAndKey) {
   EXPECT_EQ(error_of("dtype: float16\n"), "c.yaml:1:8: dtype 'float16' is not one of float32, float64");
   EXPECT_EQ(error_of("dist_backend: mpi\n"), "c.yaml:1:15: dist_backend 'mpi' is not one of auto, gloo, nccl");
   EXPECT_EQ(error_of("cudnn: fast\n"), "c.yaml:1:8: cudnn 'fast' is not one of benchmark, deterministic, heuristic");
+  EXPECT_EQ(error_of("tf32: sometimes\n"), "c.yaml:1:7: tf32 must be true or false (got 'sometimes')");
   EXPECT_EQ(error_of("dist_bucket_mb: 0\n"), "c.yaml:1:17: dist_bucket_mb must be in [0.001, 4096] (got 0)");
   EXPECT_EQ(error_of("target_bits: [6, 1]\n"), "c.yaml:1:18: target_bits holds 1 (bit-widths must be 2 to 16)");
   EXPECT_NE(error_of("pre_trained: True\n").find("pre_trained must be the path of a PyTorch or mpq checkpoint"),
@@ -207,7 +208,7 @@ TEST(Config, EveryRoomGetsItsKeysThroughThePluginRequest) {
       "freeze_weights: true\nepochs: 6\nsmoothing: 0.2\nlr: 0.3\nmomentum: 0.8\nweight_decay: 0.001\nmin_lr: 0.002\n"
       "warmup_epochs: 2\nwarmup_lr: 0.004\ncooldown_epochs: 1\nval_cycle: 2\nseed: 17\ndistill: true\nsync_bn: true\n"
       "channels_last: false\nfused_bn: false\ndtype: float64\ncheckpoint_steps: 5\nbn_calib_images: 77\ndist_timeout: 33\n"
-      "dist_bucket_mb: 2.5\ndist_backend: gloo\nthreads: 3\ncudnn: deterministic\neval: true\nfp_model: true\n");
+      "dist_bucket_mb: 2.5\ndist_backend: gloo\nthreads: 3\ncudnn: deterministic\ntf32: false\neval: true\nfp_model: true\n");
   const mpq::config::RunOptions sent = mpq::config::translate(c);
   const mpq_torch_run_options wire = mpq::config::encode(sent);
   const mpq::config::RunOptions o = mpq::config::decode(wire);
@@ -260,6 +261,7 @@ TEST(Config, EveryRoomGetsItsKeysThroughThePluginRequest) {
   EXPECT_EQ(o.process.dist_timeout_s, 33);
   EXPECT_EQ(o.process.threads, 3);
   EXPECT_EQ(o.process.cudnn, "deterministic");
+  EXPECT_FALSE(o.process.tf32);
   EXPECT_EQ(o.process.seed, 17);
   EXPECT_EQ(o.files.output_dir, "/o");
   EXPECT_EQ(o.files.name, "r");

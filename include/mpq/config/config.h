@@ -89,6 +89,10 @@ struct Config {
   // for each new shape, keep the fastest), deterministic (only
   // bit-reproducible ones), heuristic (LibTorch's default choice).
   std::string cudnn = "benchmark";
+  // Whether cuDNN's float32 convolutions may compute in TF32 on GPUs that
+  // have it (Ampere and later): PyTorch's default, about 2x faster there;
+  // false computes them in full float32, as the CPU does.
+  bool tf32 = true;
   bool pre_trained_strict = true;     // every pre_trained tensor must match the model
   // Keys the file sets that change nothing, each with why ("quan.act.bit: ignored
   // because ..."): the command that runs the config logs them once.

@@ -64,6 +64,7 @@ struct ProcessOptions {
   std::string training_device = "auto", dist_backend = "auto";
   int dist_timeout_s = 300, threads = 0, seed = 0;
   std::string cudnn = "benchmark";  // benchmark, deterministic or heuristic
+  bool tf32 = true;                 // cuDNN's float32 convolutions in TF32 where the GPU has it
 };
 
 // The run folder and what its checkpoints record (engine/run_files, run_state).

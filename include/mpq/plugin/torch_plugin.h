@@ -4,7 +4,7 @@
 #ifndef MPQ_PLUGIN_TORCH_PLUGIN_H_
 #define MPQ_PLUGIN_TORCH_PLUGIN_H_
 
-#define MPQ_TORCH_PLUGIN_ABI 7
+#define MPQ_TORCH_PLUGIN_ABI 8
 
 #ifdef __cplusplus
 extern "C" {
@@ -67,6 +67,7 @@ typedef struct mpq_torch_run_options {
     const char *training_device, *dist_backend;
     int dist_timeout_s, threads, seed;
     const char* cudnn;
+    int tf32;
   } process;
   struct {
     const char *output_dir, *name;
