@@ -11,6 +11,7 @@
 #include <spdlog/spdlog.h>
 
 #include "cli/commands.h"
+#include "cli/plugin_diagnosis.h"
 #include "mpq/common/error.h"
 #include "mpq/config/config.h"
 #include "mpq/plugin/torch_plugin.h"
@@ -37,12 +38,27 @@ std::vector<std::string> candidates() {
   return c;
 }
 
+// The LibTorch this mpq was built against (CMake passes it in).
+TorchBuildInfo torch_build_info() {
+  TorchBuildInfo b;
+#ifdef MPQ_TORCH_BUILD_VERSION
+  b.version = MPQ_TORCH_BUILD_VERSION;
+#endif
+#ifdef MPQ_TORCH_BUILD_LIBDIR
+  b.libdir = MPQ_TORCH_BUILD_LIBDIR;
+#endif
+#ifdef MPQ_TORCH_BUILD_CUDA
+  b.cuda = true;
+#endif
+  return b;
+}
+
 }  // namespace
 
 void run_torch_command(mpq_torch_request req) {
   const std::string command = req.command;
   void* handle = nullptr;
-  std::string tried;
+  std::string tried, failure;  // failure: why the first plugin found did not load
   for (const auto& path : candidates()) {
     if (::access(path.c_str(), F_OK) != 0) {
       tried += (tried.empty() ? "" : ", ") + path + " (missing)";
@@ -53,8 +69,11 @@ void run_torch_command(mpq_torch_request req) {
       spdlog::debug("torch plugin: loaded {}", path);
       break;
     }
-    tried += (tried.empty() ? "" : ", ") + path + " (" + ::dlerror() + ")";
+    const std::string err = ::dlerror();
+    tried += (tried.empty() ? "" : ", ") + path + " (" + err + ")";
+    if (failure.empty()) failure = plugin_load_failure(path, err, torch_build_info());
   }
+  MPQ_CHECK_T(RuntimeError, handle != nullptr || failure.empty(), "mpq ", command, ": ", failure);
   MPQ_CHECK_T(RuntimeError, handle != nullptr, "mpq ", command,
               ": not available in this build: the torch plugin " MPQ_TORCH_PLUGIN_FILE " could not be loaded (tried ",
               tried, "); build with -DMPQ_WITH_TORCH=ON or point " MPQ_TORCH_PLUGIN_ENV " at the plugin");

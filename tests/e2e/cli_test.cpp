@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <sstream>
 #include <tuple>
 
 #include <yaml-cpp/yaml.h>
@@ -449,4 +450,59 @@ TEST(Cli, BadSearchInputIsOneLineWithItsExitCodeAndLeavesNoFile) {
     EXPECT_EQ(lines(r.err), 1) << r.err;
     EXPECT_FALSE(std::filesystem::exists(out));
   }
+}
+
+namespace {
+
+// The folder that resolves `lib` for `binary` (ldd's view), or "" where it
+// does not link it.
+std::string folder_resolving(const std::string& binary, const std::string& lib) {
+  mpq::test::TempDir dir;
+  if (std::system(("ldd '" + binary + "' >" + dir.file("ldd") + " 2>&1").c_str()) != 0) return "";
+  std::istringstream in(mpq::test::read_all(dir.file("ldd")));
+  for (std::string line; std::getline(in, line);) {
+    std::istringstream w(line);
+    std::string name, arrow, path;
+    if (w >> name >> arrow >> path && name == lib && arrow == "=>" && path.front() == '/')
+      return std::filesystem::path(path).parent_path().string();
+  }
+  return "";
+}
+
+}  // namespace
+
+// A torch command whose LibTorch, or a CUDA library of LibTorch's, has gone
+// (its folder hidden in a mount namespace of the test's own, as after a
+// deleted venv or a copy to a machine without it): one line naming what is
+// missing and what to do, exit 1, instead of the loader's bare words and
+// advice to rebuild. Skips where no mount namespace can be made (not root).
+TEST(Cli, TorchCommandWithItsLibrariesGoneSaysWhatIsMissingAndWhatToDo) {
+  const std::string plugin = std::filesystem::path(MPQ_BINARY).parent_path().string() + "/libmpq_torch.so";
+  if (::access(plugin.c_str(), F_OK) != 0) GTEST_SKIP() << "built without the torch plugin";
+  if (std::system("unshare -m true >/dev/null 2>&1") != 0) GTEST_SKIP() << "no mount namespace here (unshare -m)";
+  mpq::test::TempDir dir;
+  ::mkdir(dir.file("empty").c_str(), 0755);
+  mpq::test::write_all(dir.file("junk.pt"), "junk");
+  int checked = 0;
+  for (const auto& [lib, want] : std::vector<std::pair<std::string, std::string>>{
+           {"libtorch.so", "which is missing (libtorch.so not found): reinstall it with bash scripts/install_torch.sh"},
+           {"libcudart.so.13", "a CUDA library that LibTorch"}}) {
+    SCOPED_TRACE(lib);
+    const std::string folder = folder_resolving(plugin, lib);
+    if (folder.empty()) continue;  // a CPU build links no CUDA runtime
+    const std::string cmd = "unshare -m sh -c 'mount --bind " + dir.file("empty") + " " + folder + " && exec " +
+                            MPQ_BINARY + " extract " + dir.file("junk.pt") + " -o " + dir.file("i.pkl") + "' >" +
+                            dir.file("out") + " 2>" + dir.file("err") + " </dev/null";
+    const int status = std::system(cmd.c_str());
+    const std::string err = mpq::test::read_all(dir.file("err"));
+    ASSERT_TRUE(WIFEXITED(status)) << err;
+    EXPECT_EQ(WEXITSTATUS(status), 1) << err;
+    EXPECT_NE(err.find("mpq extract: the torch plugin " + plugin), std::string::npos) << err;
+    EXPECT_NE(err.find(want), std::string::npos) << err;
+    EXPECT_EQ(err.find("build with -DMPQ_WITH_TORCH=ON"), std::string::npos) << err;
+    EXPECT_EQ(lines(err), 1) << err;
+    EXPECT_FALSE(std::filesystem::exists(dir.file("i.pkl")));
+    ++checked;
+  }
+  EXPECT_GE(checked, 1) << "ldd named neither libtorch.so nor libcudart.so.13 for " << plugin;
 }
