@@ -12,7 +12,9 @@
 // cuda:N) the steps on a GPU, each timed to its end (synchronised), and the
 // host synchronisations of one step of each kind counted with CUDA's sync
 // debug mode; MPQ_CUDNN=deterministic|heuristic cuDNN's algorithm choice
-// (config key cudnn; benchmark, mpq's default, otherwise); MPQ_BATCH=N
+// (config key cudnn; benchmark, mpq's default, otherwise); MPQ_TF32=0
+// cuDNN's float32 convolutions in full float32 (config key tf32: false;
+// TF32 where the GPU has it, PyTorch's default, otherwise); MPQ_BATCH=N
 // another batch size.
 #include <algorithm>
 #include <chrono>
@@ -152,11 +154,14 @@ int main(int argc, char** argv) {
     return 2;
   }
   engine::apply_cudnn_mode(cudnn_mode);
+  const char* tf32 = std::getenv("MPQ_TF32");
+  const bool tf32_on = tf32 == nullptr || std::string(tf32) != "0";
+  engine::apply_tf32(tf32_on);
   if (const char* b = std::getenv("MPQ_BATCH"))
     for (auto& c : cases) c.batch = std::atoi(b);
-  std::printf("device %s, threads %d, cudnn %s\n| model | batch | FP step (ms) | W4A4 step (ms) | ratio | FP img/s | W4A4 img/s | "
+  std::printf("device %s, threads %d, cudnn %s, tf32 %s\n| model | batch | FP step (ms) | W4A4 step (ms) | ratio | FP img/s | W4A4 img/s | "
               "joint 6..2 img/s | joint / FP |\n|---|---|---|---|---|---|---|---|---|\n",
-              dev.str().c_str(), torch::get_num_threads(), cudnn_mode.c_str());
+              dev.str().c_str(), torch::get_num_threads(), cudnn_mode.c_str(), tf32_on ? "on" : "off");
   for (const auto& c : cases) {
     if (const char* only = std::getenv("MPQ_CASE"); only && std::string(only) != c.model) continue;
     torch::manual_seed(0);
