@@ -44,8 +44,8 @@ Command config_command(CLI::App& app, const char* name, const char* help);
 // Loads libmpq_torch.so and runs the request there (its abi is filled in).
 // Throws mpq::Error (exit 1) when the plugin cannot be found, naming the
 // paths tried, or when one found does not load, saying what it lacks (its
-// LibTorch, a CUDA library, a symbol) and what to do; and mpq::Error with the plugin's exit code when it
-// fails.
+// LibTorch, a CUDA library, a symbol) and what to do; and mpq::Error with
+// the plugin's exit code when it fails.
 void run_torch_command(mpq_torch_request req);
 
 }  // namespace mpq::cli

@@ -12,7 +12,6 @@ namespace mpq::cli {
 struct TorchBuildInfo {
   std::string version;  // the LibTorch mpq was built against, e.g. "2.11.0"; "" unknown
   std::string libdir;   // its lib/ folder at build time; "" unknown
-  bool cuda = false;    // a CUDA build
 };
 
 // `plugin`: the plugin's path; `dlerr`: dlerror()'s text for it.

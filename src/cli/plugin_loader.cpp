@@ -47,9 +47,6 @@ TorchBuildInfo torch_build_info() {
 #ifdef MPQ_TORCH_BUILD_LIBDIR
   b.libdir = MPQ_TORCH_BUILD_LIBDIR;
 #endif
-#ifdef MPQ_TORCH_BUILD_CUDA
-  b.cuda = true;
-#endif
   return b;
 }
 

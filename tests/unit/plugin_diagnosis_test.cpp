@@ -9,7 +9,7 @@ using mpq::cli::TorchBuildInfo;
 
 namespace {
 
-const TorchBuildInfo kBuild{"2.11.0", "/venv/torch/lib", true};
+const TorchBuildInfo kBuild{"2.11.0", "/venv/torch/lib"};
 const std::string kPlugin = "/opt/mpq/libmpq_torch.so";
 
 bool has(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }

@@ -90,7 +90,7 @@ struct Config {
   // bit-reproducible ones), heuristic (LibTorch's default choice).
   std::string cudnn = "benchmark";
   // Whether cuDNN's float32 convolutions may compute in TF32 on GPUs that
-  // have it (Ampere and later): PyTorch's default, about 2x faster there;
+  // have it (Ampere and later), on the tensor cores: PyTorch's default;
   // false computes them in full float32, as the CPU does.
   bool tf32 = true;
   bool pre_trained_strict = true;     // every pre_trained tensor must match the model
