@@ -126,18 +126,19 @@ bool same_layout(const torch::Tensor& a, const torch::Tensor& b) {
 class LsqFunction : public torch::autograd::Function<LsqFunction> {
  public:
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& s,
-                               double neg, double pos, double grad_scale, bool clamp_scale, bool relu) {
+                               double neg, double pos, double grad_scale, bool clamp_scale, bool relu, int64_t index) {
     // Any dense layout (NCHW or channels-last): the kernels walk memory.
     const torch::Tensor xc = x.contiguous(x.suggest_memory_format());
     torch::Tensor y = torch::empty_like(xc);
 #if MPQ_HAVE_CUDA
     if (xc.is_cuda()) {
-      cuda::lsq_forward(xc, s, y, static_cast<float>(neg), static_cast<float>(pos), clamp_scale);
+      cuda::lsq_forward(xc, s, index, y, static_cast<float>(neg), static_cast<float>(pos), clamp_scale);
     } else
 #endif
     {
-      forward_kernel(xc.data_ptr<float>(), y.data_ptr<float>(), xc.numel(), scale_used(s.item<float>(), clamp_scale),
-                     static_cast<float>(neg), static_cast<float>(pos));
+      forward_kernel(xc.data_ptr<float>(), y.data_ptr<float>(), xc.numel(),
+                     scale_used(s.data_ptr<float>()[index], clamp_scale), static_cast<float>(neg),
+                     static_cast<float>(pos));
     }
     ctx->save_for_backward({xc, s});
     ctx->saved_data["neg"] = neg;
@@ -145,6 +146,7 @@ class LsqFunction : public torch::autograd::Function<LsqFunction> {
     ctx->saved_data["grad_scale"] = grad_scale;
     ctx->saved_data["clamp_scale"] = clamp_scale;
     ctx->saved_data["relu"] = relu;
+    ctx->saved_data["index"] = index;
     return y;
   }
 
@@ -158,6 +160,7 @@ class LsqFunction : public torch::autograd::Function<LsqFunction> {
     const double g = ctx->saved_data["grad_scale"].toDouble();
     const bool clamp_scale = ctx->saved_data["clamp_scale"].toBool();
     const bool relu = ctx->saved_data["relu"].toBool();
+    const int64_t index = ctx->saved_data["index"].toInt();
     // The gradient in the input's layout, so element i of each is the same
     // element; where the layout is ambiguous (one channel, 1x1), both NCHW.
     torch::Tensor go = grad_out[0].contiguous(x.suggest_memory_format());
@@ -170,17 +173,19 @@ class LsqFunction : public torch::autograd::Function<LsqFunction> {
 #if MPQ_HAVE_CUDA
     if (x.is_cuda()) {
       gs = torch::empty_like(s);
-      cuda::lsq_backward(x, go, s, gx, gs, n, p, g, clamp_scale, relu);
+      cuda::lsq_backward(x, go, s, index, gx, gs, n, p, g, clamp_scale, relu);
     } else
 #endif
     {
-      const float s_raw = s.item<float>();
+      const float s_raw = s.data_ptr<float>()[index];
       const bool s_inside = !clamp_scale || (s_raw >= kScaleMin && s_raw <= kScaleMax);
       const double sum = backward_kernel(x.data_ptr<float>(), go.data_ptr<float>(), gx.data_ptr<float>(), x.numel(),
                                          scale_used(s_raw, clamp_scale), n, p, relu);
-      gs = torch::full_like(s, s_inside ? static_cast<float>(sum * g) : 0.f);
+      gs = torch::zeros_like(s);
+      gs.data_ptr<float>()[index] = s_inside ? static_cast<float>(sum * g) : 0.f;
     }
-    return {gx, gs, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+    return {gx, gs, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(),
+            torch::Tensor()};
   }
 };
 
@@ -204,13 +209,15 @@ torch::Tensor lsq_quantize_reference(const torch::Tensor& x, const torch::Tensor
 }
 
 torch::Tensor lsq_quantize(const torch::Tensor& x, const torch::Tensor& s, Thresholds t, double grad_scale,
-                           bool clamp_scale, bool relu) {
-  MPQ_ASSERT(s.numel() == 1, "lsq_quantize takes a one-element scale");
+                           bool clamp_scale, bool relu, int64_t index) {
+  MPQ_ASSERT(s.dim() <= 1 && index >= 0 && index < s.numel(), "lsq_quantize: scale index ", index, " of ", s.numel());
   MPQ_ASSERT(!relu || t.neg == 0, "lsq_quantize: relu with signed thresholds");
   const bool fused_device = x.device().is_cpu() || (kHaveCudaKernels && x.is_cuda());
-  if (fused_device && x.scalar_type() == torch::kFloat && s.scalar_type() == torch::kFloat && s.device() == x.device())
-    return LsqFunction::apply(x, s, t.neg, t.pos, grad_scale, clamp_scale, relu);
-  return lsq_quantize_reference(relu ? torch::relu(x) : x, s, t, grad_scale, clamp_scale);
+  if (fused_device && x.scalar_type() == torch::kFloat && s.scalar_type() == torch::kFloat &&
+      s.device() == x.device() && s.is_contiguous())
+    return LsqFunction::apply(x, s, t.neg, t.pos, grad_scale, clamp_scale, relu, index);
+  return lsq_quantize_reference(relu ? torch::relu(x) : x, s.dim() == 0 ? s : s.narrow(0, index, 1), t, grad_scale,
+                                clamp_scale);
 }
 
 LsqQuantizerImpl::LsqQuantizerImpl(LsqQuantizerOptions options) : options_(std::move(options)) {
@@ -269,7 +276,7 @@ torch::Tensor LsqQuantizerImpl::forward(const torch::Tensor& x, int bits, bool r
     init_seen_version_ = init_state._version();
   }
   const double g = 1.0 / std::sqrt(t.pos * static_cast<double>(x.numel()) * numel_factor);
-  return lsq_quantize(x, s.narrow(0, idx, 1), t, g, options_.clamp_scale, relu);
+  return lsq_quantize(x, s, t, g, options_.clamp_scale, relu, idx);
 }
 
 }  // namespace mpq::quant

@@ -25,7 +25,11 @@ struct Thresholds {
 Thresholds thresholds(int bits, bool all_positive, bool symmetric);
 
 // The fused op: one pass forward, one pass backward computing the input and
-// scale gradients together, parallel over elements. `s` has one element.
+// scale gradients together, parallel over elements. `s` holds the scales of
+// the quantizer's candidates and `index` picks the one used; the scale's
+// gradient comes back for the whole of `s` (zero but at `index`) from the
+// op itself, so no slice of `s` adds its own backward (on a GPU, two more
+// kernels per quantizer and step).
 // `clamp_scale`: the scale used is clamp(s, 1e-5, 1) (indicator training), so
 // a scale outside that range gets no gradient. `relu` (unsigned thresholds
 // only): quantizes relu(x), exactly, without a pass of its own; the clamp at
@@ -33,7 +37,7 @@ Thresholds thresholds(int bits, bool all_positive, bool symmetric);
 // Float32 tensors on the CPU, or on a GPU in a CUDA build (lsq_cuda.h),
 // take the fused kernels; other dtypes and devices the same math in ATen ops.
 torch::Tensor lsq_quantize(const torch::Tensor& x, const torch::Tensor& s, Thresholds t, double grad_scale,
-                           bool clamp_scale, bool relu = false);
+                           bool clamp_scale, bool relu = false, int64_t index = 0);
 
 // The straight-through formulation with ordinary ATen ops, as the original
 // writes it; the reference for tests and benchmarks.

@@ -66,9 +66,10 @@ __global__ void backward_kernel(const float* __restrict__ x, const float* __rest
   if (threadIdx.x == 0) partial[blockIdx.x] = lane[0];
 }
 
-// One block: the partial sums in a fixed tree, times g, into gs[0].
+// One block: the partial sums in a fixed tree, times g, into gs[index];
+// the other candidates' elements of gs to 0.
 __global__ void finish_kernel(const double* __restrict__ partial, int64_t blocks, const float* __restrict__ s,
-                              bool clamp_scale, double g, float* __restrict__ gs) {
+                              int64_t index, int64_t k, bool clamp_scale, double g, float* __restrict__ gs) {
   __shared__ double lane[kThreads];
   double acc = 0;
   for (int64_t b = threadIdx.x; b < blocks; b += kThreads) acc += partial[b];
@@ -78,27 +79,29 @@ __global__ void finish_kernel(const double* __restrict__ partial, int64_t blocks
     if (threadIdx.x < half) lane[threadIdx.x] += lane[threadIdx.x + half];
     __syncthreads();
   }
-  if (threadIdx.x == 0) {
-    const float v = *s;
-    const bool inside = !clamp_scale || (v >= kScaleMin && v <= kScaleMax);
-    *gs = inside ? static_cast<float>(lane[0] * g) : 0.f;
-  }
+  // lane[0] holds the sum for every thread after the tree's last barrier.
+  const float v = s[index];
+  const bool inside = !clamp_scale || (v >= kScaleMin && v <= kScaleMax);
+  for (int64_t j = threadIdx.x; j < k; j += kThreads)
+    gs[j] = j == index && inside ? static_cast<float>(lane[0] * g) : 0.f;
 }
 
 }  // namespace
 
-void lsq_forward(const at::Tensor& x, const at::Tensor& s, const at::Tensor& y, float n, float p, bool clamp_scale) {
+void lsq_forward(const at::Tensor& x, const at::Tensor& s, int64_t index, const at::Tensor& y, float n, float p,
+                 bool clamp_scale) {
   const int64_t numel = x.numel();
   if (numel == 0) return;
   const c10::cuda::CUDAGuard guard(x.device());
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   const int64_t blocks = std::min<int64_t>((numel + kThreads - 1) / kThreads, 65535LL * 8);
   forward_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
-      x.const_data_ptr<float>(), y.mutable_data_ptr<float>(), numel, s.const_data_ptr<float>(), n, p, clamp_scale);
+      x.const_data_ptr<float>(), y.mutable_data_ptr<float>(), numel, s.const_data_ptr<float>() + index, n, p,
+      clamp_scale);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-void lsq_backward(const at::Tensor& x, const at::Tensor& go, const at::Tensor& s, const at::Tensor& gx,
+void lsq_backward(const at::Tensor& x, const at::Tensor& go, const at::Tensor& s, int64_t index, const at::Tensor& gx,
                   const at::Tensor& gs, float n, float p, double g, bool clamp_scale, bool relu) {
   const int64_t numel = x.numel();
   const c10::cuda::CUDAGuard guard(x.device());
@@ -107,10 +110,10 @@ void lsq_backward(const at::Tensor& x, const at::Tensor& go, const at::Tensor& s
   const at::Tensor partial = at::empty({blocks}, x.options().dtype(at::kDouble));
   backward_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
       x.const_data_ptr<float>(), go.const_data_ptr<float>(), gx.mutable_data_ptr<float>(), numel,
-      s.const_data_ptr<float>(), n, p, clamp_scale, relu, partial.mutable_data_ptr<double>());
+      s.const_data_ptr<float>() + index, n, p, clamp_scale, relu, partial.mutable_data_ptr<double>());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
-  finish_kernel<<<1, kThreads, 0, stream>>>(partial.const_data_ptr<double>(), blocks, s.const_data_ptr<float>(),
-                                            clamp_scale, g, gs.mutable_data_ptr<float>());
+  finish_kernel<<<1, kThreads, 0, stream>>>(partial.const_data_ptr<double>(), blocks, s.const_data_ptr<float>(), index,
+                                            s.numel(), clamp_scale, g, gs.mutable_data_ptr<float>());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 

@@ -77,7 +77,8 @@ TEST(Cuda, LsqGoldenCasesOnTheGpu) {
 
 // Same float operations as the CPU kernels: y and the input gradient equal
 // bitwise; the step-size gradient, summed in double in another order, to
-// 1e-6 relative, and bitwise the same on a second run.
+// 1e-6 relative, and bitwise the same on a second run; with three
+// candidates' scales, the unused two get 0.
 TEST(Cuda, LsqKernelsEqualTheCpuKernelsAndAreDeterministic) {
   MPQ_NEED_GPU();
   torch::manual_seed(5);
@@ -87,17 +88,20 @@ TEST(Cuda, LsqKernelsEqualTheCpuKernelsAndAreDeterministic) {
         SCOPED_TRACE(std::to_string(bits) + " bits, relu " + std::to_string(relu));
         const Thresholds t = quant::thresholds(bits, relu, false);
         const torch::Tensor x0 = torch::randn(shape), go = torch::randn(shape);
-        const torch::Tensor s0 = torch::full({1}, 0.05);
+        // The candidates' scales, the middle one used: the other two get 0.
+        const torch::Tensor s0 = torch::tensor({0.5f, 0.05f, 0.2f});
         auto run = [&](const torch::Device& d) {
           torch::Tensor x = x0.to(d).requires_grad_(true), s = s0.to(d).requires_grad_(true);
-          torch::Tensor y = quant::lsq_quantize(x, s, t, 0.01, true, relu);
+          torch::Tensor y = quant::lsq_quantize(x, s, t, 0.01, true, relu, /*index=*/1);
           y.backward(go.to(d));
           return std::vector<torch::Tensor>{y.cpu(), x.grad().cpu(), s.grad().cpu()};
         };
         const auto cpu = run(torch::kCPU), a = run(torch::kCUDA), b = run(torch::kCUDA);
         EXPECT_TRUE(torch::equal(cpu[0], a[0]));
         EXPECT_TRUE(torch::equal(cpu[1], a[1]));
-        EXPECT_LE((cpu[2] - a[2]).abs().item<double>(), 1e-6 * std::max(1e-6, cpu[2].abs().item<double>()));
+        EXPECT_LE((cpu[2] - a[2]).abs().max().item<double>(), 1e-6 * std::max(1e-6, cpu[2].abs().max().item<double>()));
+        EXPECT_EQ(a[2][0].item<float>(), 0.f);
+        EXPECT_EQ(a[2][2].item<float>(), 0.f);
         EXPECT_TRUE(torch::equal(a[2], b[2])) << "the step-size gradient must not change from run to run";
       }
 }

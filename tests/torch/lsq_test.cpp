@@ -123,6 +123,33 @@ TEST(Lsq, ScaleOutsideTheClampGetsNoGradient) {
   EXPECT_EQ(s.grad().item<float>(), 0.f);
 }
 
+// The op takes the whole vector of candidate scales and an index: its
+// output and input gradient are the one-element op's bit for bit, and the
+// scale's gradient is that op's at the index and 0 elsewhere (no slice of
+// the vector in the graph); a scale outside the clamp gets none there either.
+TEST(Lsq, AnIndexIntoTheCandidatesScalesGivesThatScalesGradientOnly) {
+  torch::manual_seed(3);
+  for (bool clamp : {false, true})
+    for (int64_t index : {0, 1, 2}) {
+      SCOPED_TRACE(std::to_string(index) + (clamp ? " clamped" : ""));
+      const Thresholds t = thresholds(3, true, false);
+      const torch::Tensor x0 = torch::randn({4, 8, 5, 5}), go = torch::randn({4, 8, 5, 5});
+      const torch::Tensor s0 = torch::tensor({0.05f, 0.2f, 2.0f});  // the last outside [1e-5, 1]
+      torch::Tensor xa = x0.clone().requires_grad_(true), sa = s0.clone().requires_grad_(true);
+      torch::Tensor ya = lsq_quantize(xa, sa, t, 0.1, clamp, /*relu=*/true, index);
+      ya.backward(go);
+      torch::Tensor xb = x0.clone().requires_grad_(true), sb = s0.narrow(0, index, 1).clone().requires_grad_(true);
+      torch::Tensor yb = lsq_quantize(xb, sb, t, 0.1, clamp, /*relu=*/true);
+      yb.backward(go);
+      EXPECT_TRUE(torch::equal(ya, yb));
+      EXPECT_TRUE(torch::equal(xa.grad(), xb.grad()));
+      torch::Tensor want = torch::zeros({3});
+      want[index] = sb.grad()[0];
+      EXPECT_TRUE(torch::equal(sa.grad(), want)) << sa.grad() << " vs " << want;
+      EXPECT_EQ(clamp && index == 2, sa.grad()[index].item<float>() == 0.f);
+    }
+}
+
 TEST(Lsq, QuantizerInitialisesOncePerBitWidth) {
   LsqQuantizer q(LsqQuantizerOptions{{4, 3, 2}, /*all_positive=*/true, false, /*clamp_scale=*/true});
   q->train();
