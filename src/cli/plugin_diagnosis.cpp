@@ -31,8 +31,11 @@ std::string readable_symbol(const std::string& mangled) {
   return s;
 }
 
+// The release mpq was built against, or the one it supports where unknown.
+std::string version_of(const TorchBuildInfo& b) { return b.version.empty() ? std::string("2.11") : b.version; }
+
 std::string built_against(const TorchBuildInfo& b) {
-  std::string s = "LibTorch " + (b.version.empty() ? std::string("2.11") : b.version);
+  std::string s = "LibTorch " + version_of(b);
   if (!b.libdir.empty()) s += " (" + b.libdir + ")";
   return s;
 }
@@ -56,7 +59,7 @@ std::string plugin_load_failure(const std::string& plugin, const std::string& dl
     if (starts_with_any(lib, {"libtorch", "libc10", "libshm", "libgomp-"}))
       return head + " needs " + built_against(build) + ", which is missing (" + lib +
              " not found): reinstall it with bash scripts/install_torch.sh, or put the lib/ folder of a LibTorch " +
-             (build.version.empty() ? std::string("2.11") : build.version) + " on LD_LIBRARY_PATH";
+             version_of(build) + " on LD_LIBRARY_PATH";
     if (starts_with_any(lib, {"libcuda", "libcublas", "libcudnn", "libnccl", "libcufft", "libcurand", "libcusparse",
                               "libcusolver", "libcupti", "libnvJitLink", "libnvrtc", "libnvshmem", "libnvToolsExt"}))
       return head + ": a CUDA library that " + built_against(build) + " needs is missing (" + lib +
