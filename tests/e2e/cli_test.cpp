@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <sstream>
 #include <tuple>
@@ -454,17 +455,28 @@ TEST(Cli, BadSearchInputIsOneLineWithItsExitCodeAndLeavesNoFile) {
 
 namespace {
 
-// The folder that resolves `lib` for `binary` (ldd's view), or "" where it
-// does not link it.
-std::string folder_resolving(const std::string& binary, const std::string& lib) {
+// `mount --bind empty F && ` for each of `folders`, for a shell line.
+std::string hiding(const std::string& empty, const std::vector<std::string>& folders) {
+  std::string mounts;
+  for (const std::string& f : folders) mounts += "mount --bind " + empty + " " + f + " && ";
+  return mounts;
+}
+
+// The folder that resolves `lib` for `binary` (ldd's view, symlinks
+// followed) while `hidden` are hidden in a mount namespace, or "" where
+// nothing does.
+std::string folder_resolving(const std::string& binary, const std::string& lib, const std::string& empty,
+                             const std::vector<std::string>& hidden) {
   mpq::test::TempDir dir;
-  if (std::system(("ldd '" + binary + "' >" + dir.file("ldd") + " 2>&1").c_str()) != 0) return "";
+  const std::string cmd =
+      "unshare -m sh -c '" + hiding(empty, hidden) + "ldd " + binary + "' >" + dir.file("ldd") + " 2>&1";
+  if (std::system(cmd.c_str()) != 0) return "";
   std::istringstream in(mpq::test::read_all(dir.file("ldd")));
   for (std::string line; std::getline(in, line);) {
     std::istringstream w(line);
     std::string name, arrow, path;
     if (w >> name >> arrow >> path && name == lib && arrow == "=>" && path.front() == '/')
-      return std::filesystem::path(path).parent_path().string();
+      return std::filesystem::canonical(path).parent_path().string();
   }
   return "";
 }
@@ -489,10 +501,21 @@ TEST(Cli, TorchCommandWithItsLibrariesGoneSaysWhatIsMissingAndWhatToDo) {
   for (const auto& [lib, want] : std::vector<std::pair<std::string, std::string>>{
            {"libtorch.so", "which is missing (libtorch.so not found): reinstall it with bash scripts/install_torch.sh"},
            {"libcudart.so.13", "a CUDA library that LibTorch"}}) {
-    SCOPED_TRACE(lib);
-    const std::string folder = folder_resolving(plugin, lib);
-    if (folder.empty()) continue;  // a CPU build links no CUDA runtime
-    const std::string cmd = "unshare -m sh -c 'mount --bind " + dir.file("empty") + " " + folder + " && exec " +
+    // Every folder the loader would take `lib` from, one after the other: a
+    // machine may hold it twice (the toolkit's lib/ and a copy on
+    // LD_LIBRARY_PATH or in the loader's cache), but never hide libc's.
+    std::vector<std::string> folders;
+    const std::string system = folder_resolving(plugin, "libc.so.6", dir.file("empty"), {});
+    for (std::string f; !(f = folder_resolving(plugin, lib, dir.file("empty"), folders)).empty();) {
+      if (f == system || folders.size() == 4 || std::find(folders.begin(), folders.end(), f) != folders.end()) {
+        folders.clear();
+        break;
+      }
+      folders.push_back(f);
+    }
+    if (folders.empty()) continue;  // a CPU build links no CUDA runtime, or it is not to be hidden alone
+    SCOPED_TRACE(lib + ", hidden: " + hiding(dir.file("empty"), folders));
+    const std::string cmd = "unshare -m sh -c '" + hiding(dir.file("empty"), folders) + "exec " +
                             MPQ_BINARY + " extract " + dir.file("junk.pt") + " -o " + dir.file("i.pkl") + "' >" +
                             dir.file("out") + " 2>" + dir.file("err") + " </dev/null";
     const int status = std::system(cmd.c_str());
