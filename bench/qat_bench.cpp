@@ -7,7 +7,9 @@
 // MPQ_RELU_AB=1 also the W4A4 step with every ReLU its own op (none absorbed
 // by the next conv's quantizer), interleaved, on stderr; MPQ_BN_AB=1 also
 // the FP step with torch's own BatchNorm, add and ReLU (models/bn_relu.h's
-// fusion off), interleaved, on stderr; MPQ_BN_FUSION=0 that fusion off for
+// fusion off), interleaved, on stderr; MPQ_SGD_AB=1 also the W4A4 step with
+// LibTorch's per-parameter SGD instead of mpq's multi-tensor one (the same
+// groups and bits), interleaved, on stderr; MPQ_BN_FUSION=0 that fusion off for
 // the whole run; MPQ_DEVICE=cuda (or
 // cuda:N) the steps on a GPU, each timed to its end (synchronised), and the
 // host synchronisations of one step of each kind counted with CUDA's sync
@@ -82,7 +84,8 @@ int count_syncs(const torch::Device& d, F&& f) {
   return -1;
 }
 
-// One training step: forward, label-smoothing cross-entropy, backward, SGD.
+// One training step: forward, label-smoothing cross-entropy, backward, SGD
+// (mpq's multi-tensor SGD, as its finetune runs it).
 struct Trainer {
   Trainer(models::Net n, int batch, int channels, int hw, int classes, torch::Device d)
       : net(std::move(n)),
@@ -97,8 +100,9 @@ struct Trainer {
       net->to_channels_last();
       x = x.contiguous(torch::MemoryFormat::ChannelsLast);
     }
-    opt = std::make_unique<torch::optim::SGD>(net->parameters(),
-                                              torch::optim::SGDOptions(0.01).momentum(0.9).nesterov(true));
+    // mpq's training optimizer, as the original's bench sets its own up:
+    // lr 0.01, Nesterov momentum 0.9, weight decay 2.5e-5 on >= 2-D weights.
+    opt = engine::make_sgd(*net, 0.01, 0.9, 2.5e-5);
   }
   double step() {
     const auto t0 = std::chrono::steady_clock::now();
@@ -186,22 +190,31 @@ int main(int argc, char** argv) {
       composed = std::make_unique<Trainer>(models::make_model(c.model, {c.classes, c.channels}), c.batch, c.channels,
                                            c.hw, c.classes, dev);
     }
+    std::unique_ptr<Trainer> per_param;
+    if (std::getenv("MPQ_SGD_AB") != nullptr) {
+      torch::manual_seed(0);
+      per_param = std::make_unique<Trainer>(w4a4().net, c.batch, c.channels, c.hw, c.classes, dev);
+      per_param->opt = std::make_unique<torch::optim::SGD>(per_param->opt->param_groups(), torch::optim::SGDOptions(0.01));
+    }
     auto composed_step = [&] {
       const models::BnReluFusionScope off(false);
       return composed->step();
     };
     // Interleaved, so all see the same machine; two warm-up steps each.
-    std::vector<double> tf, tq, ts, tc;
+    std::vector<double> tf, tq, ts, tc, tp;
     for (int i = 0; i < steps + 2; ++i) {
       const double a = fp.step(), b = q.step(), d = separate ? separate->step() : 0;
       const double e = composed ? composed_step() : 0;
+      const double g = per_param ? per_param->step() : 0;
       if (i >= 2) {
         tf.push_back(a);
         tq.push_back(b);
         ts.push_back(d);
         tc.push_back(e);
+        tp.push_back(g);
       }
     }
+    if (per_param) report_ab(c.model, "W4A4 with SGD", "multi-tensor", tq, "per-parameter", tp);
     if (composed) report_ab(c.model, "FP with BatchNorm+add+ReLU", "fused", tf, "composed", tc);
     if (separate) report_ab(c.model, "W4A4 with ReLUs", "absorbed", tq, "separate", ts);
     const double mf = median(tf), mq = median(tq);

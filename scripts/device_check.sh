@@ -106,7 +106,7 @@ if want bench; then
 step "training steps: mpq (qat_bench), host synchronisations per step"
 n=21; [ "$dry" = 1 ] && n=3
 bdev=cuda; [ "$dry" = 1 ] && bdev=cpu
-MPQ_DEVICE=$bdev MPQ_CASE=resnet20 MPQ_BATCH=128 bounded 150 "$d/bin/qat_bench" $n 2>&1
+MPQ_SGD_AB=1 MPQ_DEVICE=$bdev MPQ_CASE=resnet20 MPQ_BATCH=128 bounded 150 "$d/bin/qat_bench" $n 2>&1
 [ "$dry" = 1 ] && n=2
 b18=$([ "$dry" = 1 ] && echo 4 || echo 256)
 MPQ_DEVICE=$bdev MPQ_CASE=resnet18 MPQ_BATCH=$b18 bounded 200 "$d/bin/qat_bench" $n 2>&1

@@ -167,10 +167,67 @@ TEST(JointStep, ZeroGradientsAreDroppedAndOthersClipped) {
   EXPECT_EQ(back, (std::vector<double>{2.5, -1.0}));
   EXPECT_TRUE(torch::equal(lin->weight.grad(), torch::ones({2, 3})));
   EXPECT_FALSE(lin->bias.grad().defined());
+  // A gradient of zeros and a NaN is not all zero: kept, the NaN as it was.
+  lin->weight.mutable_grad() = torch::tensor({{0.0f, NAN, 0.0f}, {0.0f, -0.0f, 0.0f}});
+  lin->bias.mutable_grad() = torch::tensor({-0.0f, 0.0f});
+  EXPECT_TRUE(engine::clip_and_drop_zero_grads(*lin, 1.0).empty());
+  ASSERT_TRUE(lin->weight.grad().defined());
+  EXPECT_TRUE(std::isnan(lin->weight.grad()[0][1].item<float>()));
+  EXPECT_FALSE(lin->bias.grad().defined());
   const torch::Tensor logits = torch::tensor({{2.0, 0.5, -1.0}});
   const torch::Tensor y = torch::tensor({0}, torch::kLong);
   const double ls = engine::label_smoothing_ce(logits, y, 0.1).item<double>();
   const auto logp = torch::log_softmax(logits, -1);
   const double expect = 0.9 * -logp[0][0].item<double>() - 0.1 * logp.mean().item<double>();
   EXPECT_NEAR(ls, expect, 1e-6);
+}
+
+// The multi-tensor SGD gives LibTorch's SGD to the bit on the CPU, with the
+// same momentum state: over steps where a parameter has no gradient (its
+// first step late, as after a dropped zero gradient), with and without weight
+// decay, Nesterov or plain momentum and dampening.
+TEST(JointStep, ForeachSgdIsLibTorchsSgdBitForBit) {
+  for (const bool nesterov : {true, false}) {
+    SCOPED_TRACE(nesterov ? "nesterov" : "plain momentum, dampening 0.1");
+    torch::manual_seed(5);
+    std::vector<torch::Tensor> ours, theirs;
+    for (const auto& shape : std::vector<std::vector<int64_t>>{{8, 3, 3, 3}, {8}, {10, 8}, {3}}) {
+      ours.push_back(torch::randn(shape).requires_grad_());
+      theirs.push_back(ours.back().detach().clone().requires_grad_());
+    }
+    auto groups = [&](std::vector<torch::Tensor>& p) {
+      const double dampening = nesterov ? 0 : 0.1;
+      std::vector<torch::optim::OptimizerParamGroup> g;
+      g.emplace_back(std::vector<torch::Tensor>{p[0], p[2]},
+                     std::make_unique<torch::optim::SGDOptions>(
+                         torch::optim::SGDOptions(0.05).momentum(0.9).dampening(dampening).nesterov(nesterov).weight_decay(1e-3)));
+      g.emplace_back(std::vector<torch::Tensor>{p[1], p[3]},
+                     std::make_unique<torch::optim::SGDOptions>(
+                         torch::optim::SGDOptions(0.05).momentum(0.9).dampening(dampening).nesterov(nesterov)));
+      return g;
+    };
+    engine::ForeachSgd foreach_sgd(groups(ours), torch::optim::SGDOptions(0.05));
+    torch::optim::SGD sgd(groups(theirs), torch::optim::SGDOptions(0.05));
+    for (int step = 0; step < 5; ++step) {
+      for (size_t i = 0; i < ours.size(); ++i) {
+        ours[i].mutable_grad() = torch::Tensor();
+        theirs[i].mutable_grad() = torch::Tensor();
+        if ((step == 0 && i == 3) || (step == 2 && i == 0)) continue;  // no gradient this step
+        const torch::Tensor g = torch::randn(ours[i].sizes());
+        ours[i].mutable_grad() = g.clone();
+        theirs[i].mutable_grad() = g.clone();
+      }
+      foreach_sgd.step();
+      sgd.step();
+      for (size_t i = 0; i < ours.size(); ++i) {
+        EXPECT_TRUE(torch::equal(ours[i], theirs[i])) << "step " << step << ", parameter " << i;
+        if (ours[i].grad().defined()) EXPECT_TRUE(torch::equal(ours[i].grad(), theirs[i].grad())) << "gradient kept";
+      }
+    }
+    for (size_t i = 0; i < ours.size(); ++i) {
+      const auto& a = static_cast<const torch::optim::SGDParamState&>(*foreach_sgd.state().at(ours[i].unsafeGetTensorImpl()));
+      const auto& b = static_cast<const torch::optim::SGDParamState&>(*sgd.state().at(theirs[i].unsafeGetTensorImpl()));
+      EXPECT_TRUE(torch::equal(a.momentum_buffer(), b.momentum_buffer())) << "momentum buffer " << i;
+    }
+  }
 }
