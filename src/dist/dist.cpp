@@ -1,6 +1,7 @@
 #define USE_C10D_GLOO 1
 #include "dist/dist.h"
 
+#include <ATen/ops/_foreach_copy.h>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
@@ -476,16 +477,25 @@ void GradSync::finish() {
     b.buf.div_(world);
   }
   torch::NoGradGuard no_grad;
+  // The averages back into the gradients: those laid out as their bucket
+  // slice (1-D ones, contiguous ones) in one multi-tensor copy (a few
+  // kernels on a GPU, not one per parameter), the others (channels-last
+  // weights) one by one.
+  std::vector<torch::Tensor> dst, src;
   for (size_t i = 0; i < st.params.size(); ++i) {
     if (!had[i]) continue;
     torch::Tensor& p = st.params[i];
     const torch::Tensor avg = st.buckets[st.bucket_of[i]].buf.narrow(0, st.offset[i], p.numel()).view(p.sizes());
-    if (p.grad().defined()) {
-      p.mutable_grad().copy_(avg);
-    } else {
+    if (!p.grad().defined()) {
       p.mutable_grad() = torch::empty_like(p).copy_(avg);
+    } else if (p.grad().strides() == avg.strides()) {
+      dst.push_back(p.grad());
+      src.push_back(avg);
+    } else {
+      p.mutable_grad().copy_(avg);
     }
   }
+  if (!dst.empty()) at::_foreach_copy_(dst, src);
 }
 
 }  // namespace mpq::dist
