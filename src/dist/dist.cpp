@@ -365,8 +365,10 @@ struct GradSync::State {
       b.pending = group->all_reduce_sum_async(b.buf);
     }
   }
+  // One strided copy whatever g's layout (reshape would first make a
+  // channels-last gradient contiguous: a second kernel).
   void copy_in(size_t i, const torch::Tensor& g) {
-    buckets[bucket_of[i]].buf.narrow(0, offset[i], params[i].numel()).copy_(g.reshape({-1}));
+    buckets[bucket_of[i]].buf.narrow(0, offset[i], params[i].numel()).view(params[i].sizes()).copy_(g);
   }
   void on_grad(size_t i, const torch::Tensor& grad) {
     if (!armed) return;
