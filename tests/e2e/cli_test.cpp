@@ -475,8 +475,11 @@ std::string folder_resolving(const std::string& binary, const std::string& lib, 
   for (std::string line; std::getline(in, line);) {
     std::istringstream w(line);
     std::string name, arrow, path;
-    if (w >> name >> arrow >> path && name == lib && arrow == "=>" && path.front() == '/')
-      return std::filesystem::canonical(path).parent_path().string();
+    if (w >> name >> arrow >> path && name == lib && arrow == "=>" && path.front() == '/') {
+      std::error_code ec;
+      const std::filesystem::path real = std::filesystem::canonical(path, ec);
+      return (ec ? std::filesystem::path(path) : real).parent_path().string();
+    }
   }
   return "";
 }
