@@ -61,7 +61,8 @@ std::string plugin_load_failure(const std::string& plugin, const std::string& dl
              " not found): reinstall it with bash scripts/install_torch.sh, or put the lib/ folder of a LibTorch " +
              version_of(build) + " on LD_LIBRARY_PATH";
     if (starts_with_any(lib, {"libcuda", "libcublas", "libcudnn", "libnccl", "libcufft", "libcurand", "libcusparse",
-                              "libcusolver", "libcupti", "libnvJitLink", "libnvrtc", "libnvshmem", "libnvToolsExt"}))
+                              "libcusolver", "libcupti", "libcufile", "libnvJitLink", "libnvrtc", "libnvshmem",
+                              "libnvToolsExt"}))
       return head + ": a CUDA library that " + built_against(build) + " needs is missing (" + lib +
              " not found): install the CUDA 13.0 toolkit with cuDNN and NCCL, or take every CUDA piece from PyPI "
              "(MPQ_TORCH_FULL=1 bash scripts/install_torch.sh), or add the folder holding it to LD_LIBRARY_PATH";

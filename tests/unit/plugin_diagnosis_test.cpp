@@ -34,7 +34,7 @@ TEST(PluginDiagnosis, ACpuLibTorchWhereTheBuildWasCudaSaysSo) {
 }
 
 TEST(PluginDiagnosis, AMissingCudaLibrarySaysWhereToGetIt) {
-  for (const char* lib : {"libcudart.so.13", "libcudnn.so.9", "libnccl.so.2", "libcublasLt.so.13", "libcupti.so.13"}) {
+  for (const char* lib : {"libcudart.so.13", "libcudnn.so.9", "libnccl.so.2", "libcublasLt.so.13", "libcupti.so.13", "libcufile.so.0"}) {
     const std::string m =
         plugin_load_failure(kPlugin, std::string(lib) + ": cannot open shared object file: No such file or directory", kBuild);
     EXPECT_TRUE(has(m, "a CUDA library that LibTorch 2.11.0 (/venv/torch/lib) needs is missing (" + std::string(lib)))
