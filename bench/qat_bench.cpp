@@ -194,7 +194,8 @@ int main(int argc, char** argv) {
     if (std::getenv("MPQ_SGD_AB") != nullptr) {
       torch::manual_seed(0);
       per_param = std::make_unique<Trainer>(w4a4().net, c.batch, c.channels, c.hw, c.classes, dev);
-      per_param->opt = std::make_unique<torch::optim::SGD>(per_param->opt->param_groups(), torch::optim::SGDOptions(0.01));
+      per_param->opt =
+          std::make_unique<torch::optim::SGD>(per_param->opt->param_groups(), torch::optim::SGDOptions(0.01));
     }
     auto composed_step = [&] {
       const models::BnReluFusionScope off(false);

@@ -17,7 +17,10 @@ inline std::vector<double> read_scalars(const std::vector<torch::Tensor>& ts) {
   for (const auto& t : ts) one_dtype = one_dtype && t.scalar_type() == ts.front().scalar_type();
   std::vector<torch::Tensor> flat;
   flat.reserve(ts.size());
-  for (const auto& t : ts) flat.push_back(one_dtype ? t.detach().reshape({}) : t.detach().reshape({}).to(torch::kDouble));
+  for (const auto& t : ts) {
+    const torch::Tensor v = t.detach().reshape({});
+    flat.push_back(one_dtype ? v : v.to(torch::kDouble));
+  }
   const torch::Tensor h = torch::stack(flat).to(torch::kCPU, torch::kDouble);
   const double* v = h.const_data_ptr<double>();
   return std::vector<double>(v, v + h.numel());

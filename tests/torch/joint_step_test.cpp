@@ -196,14 +196,11 @@ TEST(JointStep, ForeachSgdIsLibTorchsSgdBitForBit) {
       theirs.push_back(ours.back().detach().clone().requires_grad_());
     }
     auto groups = [&](std::vector<torch::Tensor>& p) {
-      const double dampening = nesterov ? 0 : 0.1;
+      const auto options = torch::optim::SGDOptions(0.05).momentum(0.9).dampening(nesterov ? 0 : 0.1).nesterov(nesterov);
       std::vector<torch::optim::OptimizerParamGroup> g;
       g.emplace_back(std::vector<torch::Tensor>{p[0], p[2]},
-                     std::make_unique<torch::optim::SGDOptions>(
-                         torch::optim::SGDOptions(0.05).momentum(0.9).dampening(dampening).nesterov(nesterov).weight_decay(1e-3)));
-      g.emplace_back(std::vector<torch::Tensor>{p[1], p[3]},
-                     std::make_unique<torch::optim::SGDOptions>(
-                         torch::optim::SGDOptions(0.05).momentum(0.9).dampening(dampening).nesterov(nesterov)));
+                     std::make_unique<torch::optim::SGDOptions>(torch::optim::SGDOptions(options).weight_decay(1e-3)));
+      g.emplace_back(std::vector<torch::Tensor>{p[1], p[3]}, std::make_unique<torch::optim::SGDOptions>(options));
       return g;
     };
     engine::ForeachSgd foreach_sgd(groups(ours), torch::optim::SGDOptions(0.05));
@@ -225,8 +222,9 @@ TEST(JointStep, ForeachSgdIsLibTorchsSgdBitForBit) {
       }
     }
     for (size_t i = 0; i < ours.size(); ++i) {
-      const auto& a = static_cast<const torch::optim::SGDParamState&>(*foreach_sgd.state().at(ours[i].unsafeGetTensorImpl()));
-      const auto& b = static_cast<const torch::optim::SGDParamState&>(*sgd.state().at(theirs[i].unsafeGetTensorImpl()));
+      using State = torch::optim::SGDParamState;
+      const auto& a = static_cast<const State&>(*foreach_sgd.state().at(ours[i].unsafeGetTensorImpl()));
+      const auto& b = static_cast<const State&>(*sgd.state().at(theirs[i].unsafeGetTensorImpl()));
       EXPECT_TRUE(torch::equal(a.momentum_buffer(), b.momentum_buffer())) << "momentum buffer " << i;
     }
   }
