@@ -111,8 +111,6 @@ int run(int argc, char** argv, bool stdout_closed) {
   } catch (const mpq::Error& e) {
     if (stdout_closed && std::strncmp(e.what(), "stdout: ", 8) == 0)
       std::fputs(kStdoutClosed, stderr);
-    else if (std::strncmp(e.what(), "mpq ", 4) == 0)  // names its command already: "mpq extract: ..."
-      std::fprintf(stderr, "%s\n", e.what());
     else
       std::fprintf(stderr, "mpq: %s\n", e.what());
     return static_cast<int>(e.exit_code());

@@ -70,20 +70,20 @@ void run_torch_command(mpq_torch_request req) {
     tried += (tried.empty() ? "" : ", ") + path + " (" + err + ")";
     if (failure.empty()) failure = plugin_load_failure(path, err, torch_build_info());
   }
-  MPQ_CHECK_T(RuntimeError, handle != nullptr || failure.empty(), "mpq ", command, ": ", failure);
-  MPQ_CHECK_T(RuntimeError, handle != nullptr, "mpq ", command,
+  MPQ_CHECK_T(RuntimeError, handle != nullptr || failure.empty(), command, ": ", failure);
+  MPQ_CHECK_T(RuntimeError, handle != nullptr, command,
               ": not available in this build: the torch plugin " MPQ_TORCH_PLUGIN_FILE " could not be loaded (tried ",
               tried, "); build with -DMPQ_WITH_TORCH=ON or point " MPQ_TORCH_PLUGIN_ENV " at the plugin");
   auto abi = reinterpret_cast<mpq_torch_abi_fn>(::dlsym(handle, MPQ_TORCH_ABI_SYMBOL));
   auto run = reinterpret_cast<mpq_torch_run_fn>(::dlsym(handle, MPQ_TORCH_RUN_SYMBOL));
-  MPQ_CHECK_T(RuntimeError, abi && run, "mpq ", command, ": the torch plugin lacks its entry points (a stale build? rebuild mpq)");
-  MPQ_CHECK_T(RuntimeError, abi() == MPQ_TORCH_PLUGIN_ABI, "mpq ", command, ": the torch plugin speaks ABI ", abi(),
+  MPQ_CHECK_T(RuntimeError, abi && run, command, ": the torch plugin lacks its entry points (a stale build? rebuild mpq)");
+  MPQ_CHECK_T(RuntimeError, abi() == MPQ_TORCH_PLUGIN_ABI, command, ": the torch plugin speaks ABI ", abi(),
               " but mpq speaks ", MPQ_TORCH_PLUGIN_ABI, " (rebuild both from one tree)");
   req.abi = MPQ_TORCH_PLUGIN_ABI;
   mpq_torch_response resp{};
   const int code = run(&req, &resp);
   resp.error[sizeof resp.error - 1] = '\0';
-  if (code != 0) throw Error(resp.error[0] ? resp.error : "mpq " + command + " failed", static_cast<ExitCode>(code));
+  if (code != 0) throw Error(resp.error[0] ? resp.error : command + " failed", static_cast<ExitCode>(code));
   // The plugin stays loaded until exit: libtorch does not support unloading.
 }
 

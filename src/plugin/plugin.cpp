@@ -92,7 +92,7 @@ extern "C" __attribute__((visibility("default"))) int mpq_torch_plugin_run(const
       mpq::plugin::run_config_command(command, run_of(*req));
       return 0;
     }
-    return fail(resp, 1, "mpq " + command + ": unknown torch command (mpq and its plugin come from different builds?)");
+    return fail(resp, 1, command + ": unknown torch command (mpq and its plugin come from different builds?)");
   } catch (const mpq::Error& e) {
     return fail(resp, static_cast<int>(e.exit_code()), e.what());
   } catch (const c10::Error& e) {

@@ -525,7 +525,7 @@ TEST(Cli, TorchCommandWithItsLibrariesGoneSaysWhatIsMissingAndWhatToDo) {
     const std::string err = mpq::test::read_all(dir.file("err"));
     ASSERT_TRUE(WIFEXITED(status)) << err;
     EXPECT_EQ(WEXITSTATUS(status), 1) << err;
-    EXPECT_EQ(err.rfind("mpq extract: the torch plugin " + plugin, 0), 0u) << err;  // the command named once
+    EXPECT_EQ(err.rfind("mpq: extract: the torch plugin " + plugin, 0), 0u) << err;  // the command named once
     EXPECT_NE(err.find(want), std::string::npos) << err;
     EXPECT_EQ(err.find("build with -DMPQ_WITH_TORCH=ON"), std::string::npos) << err;
     EXPECT_EQ(lines(err), 1) << err;
