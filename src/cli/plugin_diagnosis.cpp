@@ -44,6 +44,26 @@ std::string put_libdir_first(const TorchBuildInfo& b) {
   return "put the lib/ folder of " + built_against(b) + " first on LD_LIBRARY_PATH";
 }
 
+// What to do when another LibTorch than the build's is the one found.
+std::string use_the_builds_or_rebuild(const TorchBuildInfo& b) {
+  return put_libdir_first(b) + ", or rebuild mpq against the one you want (MPQ_LIBTORCH=<its torch folder> "
+         "bash scripts/build.sh)";
+}
+
+// "2.11" of "2.11.0", "2.11.0a0+git1234" or "2.11"; "" where it does not start with two numbers.
+std::string release_of(const std::string& version) {
+  size_t i = 0;
+  const auto digits = [&] {
+    const size_t from = i;
+    while (i < version.size() && version[i] >= '0' && version[i] <= '9') ++i;
+    return i > from;
+  };
+  if (!digits() || i >= version.size() || version[i] != '.') return "";
+  ++i;
+  if (!digits()) return "";
+  return version.substr(0, i);
+}
+
 }  // namespace
 
 std::string plugin_load_failure(const std::string& plugin, const std::string& dlerr, const TorchBuildInfo& build) {
@@ -75,14 +95,24 @@ std::string plugin_load_failure(const std::string& plugin, const std::string& dl
     sym = sym.substr(0, sym.find_first_of(" \t\n,"));
     return head + " does not fit the libraries found at run time (undefined symbol " + readable_symbol(sym) +
            "): another LibTorch than the one it was built against comes first on the loader's path; " +
-           put_libdir_first(build) + ", or rebuild mpq against the one you want (MPQ_LIBTORCH=<its torch folder> "
-           "bash scripts/build.sh)";
+           use_the_builds_or_rebuild(build);
   }
   if (dlerr.find("version `GLIBCXX_") != std::string::npos || dlerr.find("version `CXXABI_") != std::string::npos ||
       dlerr.find("version `GLIBC_") != std::string::npos)
     return head + " needs a newer C or C++ runtime than the one found (" + dlerr +
            "): run mpq on the system it was built for (Debian 12 or newer), or rebuild it here";
   return head + " could not be loaded (" + dlerr + ")";
+}
+
+std::string libtorch_mismatch(const std::string& plugin, const std::string& reported, const TorchBuildInfo& build) {
+  const size_t tab = reported.find('\t');
+  const std::string version = reported.substr(0, tab);
+  const std::string library = tab == std::string::npos ? std::string() : reported.substr(tab + 1);
+  const std::string built = release_of(build.version), running = release_of(version);
+  if (built.empty() || running.empty() || built == running) return "";
+  return "the torch plugin " + plugin + " was built against " + built_against(build) + " but runs with LibTorch " +
+         version + (library.empty() ? std::string() : " (" + library + ")") +
+         ", and LibTorch's C++ interface changes from one release to the next: " + use_the_builds_or_rebuild(build);
 }
 
 }  // namespace mpq::cli

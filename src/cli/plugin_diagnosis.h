@@ -17,4 +17,12 @@ struct TorchBuildInfo {
 // `plugin`: the plugin's path; `dlerr`: dlerror()'s text for it.
 std::string plugin_load_failure(const std::string& plugin, const std::string& dlerr, const TorchBuildInfo& build);
 
+// Why a plugin that loaded must not run, or "" where it may: `reported` is
+// what the plugin says of the LibTorch it runs with ("<version>\t<library>",
+// mpq_torch_libtorch_fn). Another release (major.minor) than the build's is
+// refused, as LibTorch's C++ ABI is not kept between releases even where every
+// symbol resolves; a patch release, or a version either side cannot tell, is
+// not.
+std::string libtorch_mismatch(const std::string& plugin, const std::string& reported, const TorchBuildInfo& build);
+
 }  // namespace mpq::cli

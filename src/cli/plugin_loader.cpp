@@ -55,6 +55,7 @@ TorchBuildInfo torch_build_info() {
 void run_torch_command(mpq_torch_request req) {
   const std::string command = req.command;
   void* handle = nullptr;
+  std::string plugin_path;
   std::string tried, failure;  // failure: why the first plugin found did not load
   for (const auto& path : candidates()) {
     if (::access(path.c_str(), F_OK) != 0) {
@@ -64,6 +65,7 @@ void run_torch_command(mpq_torch_request req) {
     handle = ::dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
     if (handle) {
       spdlog::debug("torch plugin: loaded {}", path);
+      plugin_path = path;
       break;
     }
     const std::string err = ::dlerror();
@@ -79,6 +81,16 @@ void run_torch_command(mpq_torch_request req) {
   MPQ_CHECK_T(RuntimeError, abi && run, command, ": the torch plugin lacks its entry points (a stale build? rebuild mpq)");
   MPQ_CHECK_T(RuntimeError, abi() == MPQ_TORCH_PLUGIN_ABI, command, ": the torch plugin speaks ABI ", abi(),
               " but mpq speaks ", MPQ_TORCH_PLUGIN_ABI, " (rebuild both from one tree)");
+  auto libtorch = reinterpret_cast<mpq_torch_libtorch_fn>(::dlsym(handle, MPQ_TORCH_LIBTORCH_SYMBOL));
+  MPQ_ASSERT(libtorch != nullptr, "the torch plugin speaks ABI ", MPQ_TORCH_PLUGIN_ABI, " without ",
+             MPQ_TORCH_LIBTORCH_SYMBOL);
+  const char* said = libtorch();
+  const std::string reported = said ? said : "";
+  const size_t tab = reported.find('\t');
+  spdlog::debug("torch plugin: runs with LibTorch {} ({})", reported.substr(0, tab),
+                tab == std::string::npos ? std::string("library unknown") : reported.substr(tab + 1));
+  const std::string mismatch = libtorch_mismatch(plugin_path, reported, torch_build_info());
+  MPQ_CHECK_T(RuntimeError, mismatch.empty(), command, ": ", mismatch);
   req.abi = MPQ_TORCH_PLUGIN_ABI;
   mpq_torch_response resp{};
   const int code = run(&req, &resp);

@@ -8,6 +8,9 @@
 #include <string>
 #include <vector>
 
+#include <dlfcn.h>
+
+#include <caffe2/core/common.h>
 #include <c10/util/Exception.h>
 #include <c10/util/Logging.h>
 
@@ -50,6 +53,26 @@ void quiet_torch_logging() {
 }  // namespace
 
 extern "C" __attribute__((visibility("default"))) int mpq_torch_plugin_abi(void) { return MPQ_TORCH_PLUGIN_ABI; }
+
+// The version libtorch_cpu reports of itself (its build options, a map
+// lookup), and the file it was loaded from: not necessarily the LibTorch this
+// plugin was compiled against.
+extern "C" __attribute__((visibility("default"))) const char* mpq_torch_plugin_libtorch(void) {
+  static const std::string reported = [] {
+    std::string version, library;
+    try {
+      const auto& options = caffe2::GetBuildOptions();
+      if (const auto it = options.find("TORCH_VERSION"); it != options.end()) version = it->second;
+    } catch (...) {
+      // An unknown version is let through; the loader then relies on its symbols having resolved.
+    }
+    Dl_info info{};
+    if (::dladdr(reinterpret_cast<void*>(&caffe2::GetBuildOptions), &info) != 0 && info.dli_fname != nullptr)
+      library = info.dli_fname;
+    return version + "\t" + library;
+  }();
+  return reported.c_str();
+}
 
 extern "C" __attribute__((visibility("default"))) int mpq_torch_plugin_run(const mpq_torch_request* req,
                                                                            mpq_torch_response* resp) {

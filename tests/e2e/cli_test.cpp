@@ -25,13 +25,17 @@ struct Result {
   std::string out, err;
 };
 
-Result mpq_run(const std::string& args) {
+// `env`: VAR=value words for the command's environment, or "".
+Result mpq_run_with(const std::string& env, const std::string& args) {
   mpq::test::TempDir dir;
-  const std::string cmd = std::string(MPQ_BINARY) + " " + args + " >" + dir.file("out") + " 2>" + dir.file("err") + " </dev/null";
+  const std::string cmd = (env.empty() ? "" : "env " + env + " ") + std::string(MPQ_BINARY) + " " + args + " >" +
+                          dir.file("out") + " 2>" + dir.file("err") + " </dev/null";
   const int status = std::system(cmd.c_str());
   return {WIFEXITED(status) ? WEXITSTATUS(status) : 128, mpq::test::read_all(dir.file("out")),
           mpq::test::read_all(dir.file("err"))};
 }
+
+Result mpq_run(const std::string& args) { return mpq_run_with("", args); }
 
 std::string paper_args() {
   return "search --model resnet50 --i " + mpq::test::golden("importance_indicators_resnet50.pkl") +
@@ -533,4 +537,30 @@ TEST(Cli, TorchCommandWithItsLibrariesGoneSaysWhatIsMissingAndWhatToDo) {
     ++checked;
   }
   EXPECT_GE(checked, 1) << "ldd named neither libtorch.so nor libcudart.so.13 for " << plugin;
+}
+
+// A LibTorch of another release whose every symbol the plugin needs happens to
+// resolve: it loads, but the classes behind those symbols may differ, so mpq
+// refuses to run with it before any work.
+TEST(Cli, TorchCommandRunningWithAnotherLibTorchReleaseIsRefusedBeforeAnyWork) {
+#ifndef MPQ_FAKE_TORCH_RELEASE
+  GTEST_SKIP() << "built without the torch plugin";
+#else
+  const std::string plugin = std::filesystem::path(MPQ_BINARY).parent_path().string() + "/libmpq_torch.so";
+  mpq::test::TempDir dir;
+  mpq::test::write_all(dir.file("junk.pt"), "junk");
+  // ASan wants its runtime first among the preloaded libraries; the stand-in has no part in what it checks.
+  const Result r = mpq_run_with("LD_PRELOAD=" MPQ_FAKE_TORCH_RELEASE " ASAN_OPTIONS=verify_asan_link_order=0",
+                                "extract " + dir.file("junk.pt") + " -o " + dir.file("i.pkl"));
+  EXPECT_EQ(r.code, 1) << r.err;
+  EXPECT_EQ(r.err.rfind("mpq: extract: the torch plugin " + plugin + " was built against LibTorch 2.11", 0), 0u) << r.err;
+  EXPECT_NE(r.err.find("but runs with LibTorch 2.99.0 (" MPQ_FAKE_TORCH_RELEASE ")"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("first on LD_LIBRARY_PATH, or rebuild mpq against the one you want"), std::string::npos) << r.err;
+  EXPECT_EQ(lines(r.err), 1) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(dir.file("i.pkl")));
+  // Without the stand-in the same command gets as far as reading the checkpoint.
+  const Result real = mpq_run("extract " + dir.file("junk.pt") + " -o " + dir.file("i.pkl"));
+  EXPECT_EQ(real.code, 2) << real.err;
+  EXPECT_NE(real.err.find("not a PyTorch checkpoint"), std::string::npos) << real.err;
+#endif
 }

@@ -4,6 +4,7 @@
 
 #include "cli/plugin_diagnosis.h"
 
+using mpq::cli::libtorch_mismatch;
 using mpq::cli::plugin_load_failure;
 using mpq::cli::TorchBuildInfo;
 
@@ -79,4 +80,35 @@ TEST(PluginDiagnosis, UnknownBuildInfoStillGivesAVersionToLookFor) {
   const std::string m =
       plugin_load_failure(kPlugin, "libtorch_cpu.so: cannot open shared object file: No such file", TorchBuildInfo{});
   EXPECT_TRUE(has(m, "needs LibTorch 2.11, which is missing")) << m;
+}
+
+// A plugin that loaded can still run with another LibTorch release than its
+// build's, where every symbol it uses happens to resolve: refused, as the
+// classes' layouts behind those symbols may differ.
+TEST(PluginDiagnosis, AnotherLibTorchReleaseAtRunTimeIsRefusedWithWhatToDo) {
+  const std::string m = libtorch_mismatch(kPlugin, "2.12.1\t/other/torch/lib/libtorch_cpu.so", kBuild);
+  EXPECT_EQ(m, "the torch plugin /opt/mpq/libmpq_torch.so was built against LibTorch 2.11.0 (/venv/torch/lib) but "
+               "runs with LibTorch 2.12.1 (/other/torch/lib/libtorch_cpu.so), and LibTorch's C++ interface changes "
+               "from one release to the next: put the lib/ folder of LibTorch 2.11.0 (/venv/torch/lib) first on "
+               "LD_LIBRARY_PATH, or rebuild mpq against the one you want (MPQ_LIBTORCH=<its torch folder> bash "
+               "scripts/build.sh)");
+  EXPECT_TRUE(has(libtorch_mismatch(kPlugin, "2.10.0\t", kBuild), "runs with LibTorch 2.10.0, and"));
+  EXPECT_TRUE(has(libtorch_mismatch(kPlugin, "3.11.0", kBuild), "runs with LibTorch 3.11.0, and"));
+  // 2.1 is not 2.11: the release is compared as numbers up to the second dot, not as a prefix.
+  EXPECT_FALSE(libtorch_mismatch(kPlugin, "2.1.2\t/x.so", kBuild).empty());
+  EXPECT_FALSE(libtorch_mismatch(kPlugin, "2.110.0\t/x.so", kBuild).empty());
+}
+
+TEST(PluginDiagnosis, APatchReleaseOrAVersionNeitherSideCanTellRuns) {
+  EXPECT_EQ(libtorch_mismatch(kPlugin, "2.11.0\t/venv/torch/lib/libtorch_cpu.so", kBuild), "");
+  EXPECT_EQ(libtorch_mismatch(kPlugin, "2.11.1\t/elsewhere/libtorch_cpu.so", kBuild), "");
+  EXPECT_EQ(libtorch_mismatch(kPlugin, "2.11.0a0+git70d99e9\t/src/build/lib/libtorch_cpu.so", kBuild), "");
+  EXPECT_EQ(libtorch_mismatch(kPlugin, "2.11", kBuild), "");
+  // The running LibTorch did not say (a build without the option), or said something that is no version.
+  EXPECT_EQ(libtorch_mismatch(kPlugin, "\t/x/libtorch_cpu.so", kBuild), "");
+  EXPECT_EQ(libtorch_mismatch(kPlugin, "", kBuild), "");
+  EXPECT_EQ(libtorch_mismatch(kPlugin, "nightly\t/x.so", kBuild), "");
+  EXPECT_EQ(libtorch_mismatch(kPlugin, "2.\t/x.so", kBuild), "");
+  // mpq's build did not record its LibTorch.
+  EXPECT_EQ(libtorch_mismatch(kPlugin, "2.12.0\t/x.so", TorchBuildInfo{}), "");
 }

@@ -4,7 +4,7 @@
 #ifndef MPQ_PLUGIN_TORCH_PLUGIN_H_
 #define MPQ_PLUGIN_TORCH_PLUGIN_H_
 
-#define MPQ_TORCH_PLUGIN_ABI 8
+#define MPQ_TORCH_PLUGIN_ABI 9
 
 #ifdef __cplusplus
 extern "C" {
@@ -123,9 +123,15 @@ typedef struct mpq_torch_response {
 typedef int (*mpq_torch_abi_fn)(void);
 /* Runs a request; never throws; returns response->exit_code. */
 typedef int (*mpq_torch_run_fn)(const mpq_torch_request* request, mpq_torch_response* response);
+/* The LibTorch the plugin runs with, as its library reports it at run time:
+ * "<version>\t<path of libtorch_cpu.so>" (either part may be empty where
+ * unknown). The loader compares it with the one mpq was built against before
+ * the first request: LibTorch's C++ ABI changes between releases. */
+typedef const char* (*mpq_torch_libtorch_fn)(void);
 
 #define MPQ_TORCH_ABI_SYMBOL "mpq_torch_plugin_abi"
 #define MPQ_TORCH_RUN_SYMBOL "mpq_torch_plugin_run"
+#define MPQ_TORCH_LIBTORCH_SYMBOL "mpq_torch_plugin_libtorch"
 #define MPQ_TORCH_PLUGIN_FILE "libmpq_torch.so"
 #define MPQ_TORCH_PLUGIN_ENV "MPQ_TORCH_PLUGIN"
 
