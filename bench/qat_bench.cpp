@@ -9,7 +9,9 @@
 // the FP step with torch's own BatchNorm, add and ReLU (models/bn_relu.h's
 // fusion off), interleaved, on stderr; MPQ_SGD_AB=1 also the W4A4 step with
 // LibTorch's per-parameter SGD instead of mpq's multi-tensor one (the same
-// groups and bits), interleaved, on stderr; MPQ_BN_FUSION=0 that fusion off for
+// groups and bits), interleaved, on stderr; MPQ_LSQ_AB=1 (on a CPU with AVX2)
+// also the W4A4 step with the LSQ op's baseline (SSE2) CPU kernels,
+// interleaved, on stderr; MPQ_BN_FUSION=0 that fusion off for
 // the whole run; MPQ_DEVICE=cuda (or
 // cuda:N) the steps on a GPU, each timed to its end (synchronised), and the
 // host synchronisations of one step of each kind counted with CUDA's sync
@@ -40,6 +42,7 @@
 #include "mpq/search/geometry.h"
 #include "engine/context.h"
 #include "engine/joint.h"
+#include "quant/lsq_cpu.h"
 #include "quant/qmodules.h"
 
 using namespace mpq;
@@ -197,24 +200,35 @@ int main(int argc, char** argv) {
       per_param->opt =
           std::make_unique<torch::optim::SGD>(per_param->opt->param_groups(), torch::optim::SGDOptions(0.01));
     }
+    // MPQ_LSQ_AB=1: the same W4A4 network again, its LSQ kernels held to the baseline instruction set.
+    const bool lsq_ab = std::getenv("MPQ_LSQ_AB") != nullptr && quant::cpu::isa() == quant::cpu::Isa::kAvx2;
+    auto baseline_lsq_step = [&] {
+      quant::cpu::limit_isa(quant::cpu::Isa::kBaseline);
+      const double t = q.step();
+      quant::cpu::limit_isa(quant::cpu::Isa::kAvx2);
+      return t;
+    };
     auto composed_step = [&] {
       const models::BnReluFusionScope off(false);
       return composed->step();
     };
     // Interleaved, so all see the same machine; two warm-up steps each.
-    std::vector<double> tf, tq, ts, tc, tp;
+    std::vector<double> tf, tq, ts, tc, tp, tl;
     for (int i = 0; i < steps + 2; ++i) {
       const double a = fp.step(), b = q.step(), d = separate ? separate->step() : 0;
       const double e = composed ? composed_step() : 0;
       const double g = per_param ? per_param->step() : 0;
+      const double l = lsq_ab ? baseline_lsq_step() : 0;
       if (i >= 2) {
         tf.push_back(a);
         tq.push_back(b);
         ts.push_back(d);
         tc.push_back(e);
         tp.push_back(g);
+        tl.push_back(l);
       }
     }
+    if (lsq_ab) report_ab(c.model, "W4A4 with LSQ kernels", "AVX2", tq, "baseline", tl);
     if (per_param) report_ab(c.model, "W4A4 with SGD", "multi-tensor", tq, "per-parameter", tp);
     if (composed) report_ab(c.model, "FP with BatchNorm+add+ReLU", "fused", tf, "composed", tc);
     if (separate) report_ab(c.model, "W4A4 with ReLUs", "absorbed", tq, "separate", ts);

@@ -1,14 +1,11 @@
 #include "quant/lsq.h"
 
-#include <ATen/Parallel.h>
 #include <torch/autograd.h>
 
 #include <cmath>
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
 
 #include "mpq/common/error.h"
+#include "quant/lsq_cpu.h"
 #if MPQ_HAVE_CUDA
 #include "quant/lsq_cuda.h"
 #endif
@@ -32,89 +29,6 @@ inline float scale_used(float s, bool clamp_scale) {
   return clamp_scale ? std::min(std::max(s, static_cast<float>(kScaleMin)), static_cast<float>(kScaleMax)) : s;
 }
 
-// Round half to even for |v| < 2^22: adding and subtracting 1.5 * 2^23 leaves
-// the float rounded to an integer in the current (nearest-even) mode, as
-// torch.round does. |v| <= 2^15 after the clamp.
-inline float round_half_even(float v) {
-  const float t = v + 12582912.0f;  // not folded: no -ffast-math
-  return t - 12582912.0f;
-}
-
-// The forward kernel is branch-free and vectorises; x / s stays a
-// division (not a multiplication by 1/s) to round exactly as PyTorch does.
-void forward_kernel(const float* __restrict px, float* __restrict py, int64_t numel, float sv, float n, float p) {
-  at::parallel_for(0, numel, 1 << 14, [=](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      float v = px[i] / sv;
-      v = v < n ? n : v;
-      v = v > p ? p : v;
-      py[i] = round_half_even(v) * sv;
-    }
-  });
-}
-
-// One element of the backward pass, without branches: writes the input
-// gradient (go inside [n, p], else 0) and returns go * ds. "Inside" is "the
-// clamp left v unchanged", which also holds at v == n and v == p.
-inline float grad_element(float x, float go, float& gx, float sv, float n, float p, bool relu) {
-  const float v = x / sv;
-  const float lo = v < n ? n : v;
-  const float vc = lo > p ? p : lo;
-  const bool inside = vc == v && (!relu || v > n);
-  gx = inside ? go : 0.f;
-  return go * (round_half_even(vc) - (inside ? v : 0.f));
-}
-
-// Writes the input gradient and returns sum(go * ds) (ds = round(v) - v
-// inside, n or p outside), summed in fixed chunks and lanes in double so the
-// result does not depend on the thread count. `relu` (n == 0): v == 0 counts
-// as outside too, as relu's gradient is zero there.
-double backward_kernel(const float* __restrict px, const float* __restrict pg, float* __restrict pgx, int64_t numel,
-                       float sv, float n, float p, bool relu) {
-  constexpr int64_t kChunk = 1 << 14;
-  constexpr int kLanes = 4;
-  const int64_t chunks = (numel + kChunk - 1) / kChunk;
-  std::vector<double> partial(static_cast<size_t>(std::max<int64_t>(chunks, 1)), 0.0);
-  at::parallel_for(0, chunks, 1, [&](int64_t cb, int64_t ce) {
-    for (int64_t c = cb; c < ce; ++c) {
-      const int64_t begin = c * kChunk, end = std::min(numel, begin + kChunk);
-      // Four float lanes, products summed in double lanes: accurate, and the
-      // same whatever the thread count.
-      double lane[kLanes] = {0};
-      int64_t i = begin;
-#if defined(__SSE2__)
-      // SSE2 (every x86-64): GCC 12 does not vectorise grad_element's selects.
-      const __m128 vs = _mm_set1_ps(sv), vn = _mm_set1_ps(n), vp = _mm_set1_ps(p), magic = _mm_set1_ps(12582912.0f);
-      __m128d acc_lo = _mm_setzero_pd(), acc_hi = _mm_setzero_pd();
-      for (; i + 4 <= end; i += 4) {
-        const __m128 v = _mm_div_ps(_mm_loadu_ps(px + i), vs);
-        const __m128 g = _mm_loadu_ps(pg + i);
-        const __m128 vc = _mm_min_ps(vp, _mm_max_ps(vn, v));  // v < n ? n : v, then > p ? p : ..
-        __m128 inside = _mm_cmpeq_ps(vc, v);
-        if (relu) inside = _mm_and_ps(inside, _mm_cmpgt_ps(v, vn));
-        const __m128 q = _mm_sub_ps(_mm_add_ps(vc, magic), magic);
-        const __m128 ds = _mm_sub_ps(q, _mm_and_ps(inside, v));
-        _mm_storeu_ps(pgx + i, _mm_and_ps(inside, g));
-        const __m128 prod = _mm_mul_ps(g, ds);
-        acc_lo = _mm_add_pd(acc_lo, _mm_cvtps_pd(prod));
-        acc_hi = _mm_add_pd(acc_hi, _mm_cvtps_pd(_mm_movehl_ps(prod, prod)));
-      }
-      double tmp[4];
-      _mm_storeu_pd(tmp, acc_lo);
-      _mm_storeu_pd(tmp + 2, acc_hi);
-      for (int k = 0; k < 4; ++k) lane[k] += tmp[k];
-#endif
-      for (; i < end; ++i) lane[0] += static_cast<double>(grad_element(px[i], pg[i], pgx[i], sv, n, p, relu));
-      double acc = 0;
-      for (double l : lane) acc += l;
-      partial[static_cast<size_t>(c)] = acc;
-    }
-  });
-  double sum = 0;
-  for (double v : partial) sum += v;
-  return sum;
-}
-
 // Whether two tensors of one shape lay their elements out in the same order
 // (strides of size-1 dimensions do not matter).
 bool same_layout(const torch::Tensor& a, const torch::Tensor& b) {
@@ -136,9 +50,9 @@ class LsqFunction : public torch::autograd::Function<LsqFunction> {
     } else
 #endif
     {
-      forward_kernel(xc.data_ptr<float>(), y.data_ptr<float>(), xc.numel(),
-                     scale_used(s.data_ptr<float>()[index], clamp_scale), static_cast<float>(neg),
-                     static_cast<float>(pos));
+      cpu::forward(xc.data_ptr<float>(), y.data_ptr<float>(), xc.numel(),
+                   scale_used(s.data_ptr<float>()[index], clamp_scale), static_cast<float>(neg),
+                   static_cast<float>(pos), cpu::isa());
     }
     ctx->save_for_backward({xc, s});
     ctx->saved_data["neg"] = neg;
@@ -179,8 +93,8 @@ class LsqFunction : public torch::autograd::Function<LsqFunction> {
     {
       const float s_raw = s.data_ptr<float>()[index];
       const bool s_inside = !clamp_scale || (s_raw >= kScaleMin && s_raw <= kScaleMax);
-      const double sum = backward_kernel(x.data_ptr<float>(), go.data_ptr<float>(), gx.data_ptr<float>(), x.numel(),
-                                         scale_used(s_raw, clamp_scale), n, p, relu);
+      const double sum = cpu::backward(x.data_ptr<float>(), go.data_ptr<float>(), gx.data_ptr<float>(), x.numel(),
+                                       scale_used(s_raw, clamp_scale), n, p, relu, cpu::isa());
       gs = torch::zeros_like(s);
       gs.data_ptr<float>()[index] = s_inside ? static_cast<float>(sum * g) : 0.f;
     }

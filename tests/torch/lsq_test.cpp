@@ -8,9 +8,14 @@
 #include <yaml-cpp/yaml.h>
 
 #include <atomic>
+#include <cmath>
+#include <cstring>
+#include <iterator>
+#include <tuple>
 
 #include "mpq/common/error.h"
 #include "quant/lsq.h"
+#include "quant/lsq_cpu.h"
 #include "test_util.h"
 
 using namespace mpq::quant;
@@ -113,6 +118,55 @@ TEST(Lsq, KernelsAreBuiltToRunInParallel) {
   at::set_num_threads(before);
   EXPECT_EQ(seen.load(), 3) << "one thread ran both halves";
 #endif
+}
+
+// The CPU kernels for AVX2 compute what the baseline's (SSE2) compute, bit
+// for bit: outputs, input gradients, and the scale's gradient sum, over
+// lengths that leave every kind of tail (8-wide, 4-wide, scalar) and several
+// chunks, with values at the clamp's ends, rounding ties, signed zeros,
+// infinities and NaN, on one thread and on two.
+TEST(Lsq, CpuKernelsOfEveryInstructionSetGiveTheSameBits) {
+  namespace cpu = mpq::quant::cpu;
+  if (cpu::isa() != cpu::Isa::kAvx2) GTEST_SKIP() << "this CPU has no AVX2: the baseline kernels are the only ones";
+  torch::manual_seed(11);
+  const int threads = at::get_num_threads();
+  for (const int64_t numel : {1, 3, 4, 5, 8, 12, 13, 15, 16384, 16384 * 2 + 13, 100003})
+    for (const float sv : {0.25f, 0.0371f})
+      for (const auto& [n, p, relu] : {std::tuple{0.f, 15.f, false}, std::tuple{0.f, 15.f, true},
+                                       std::tuple{-8.f, 7.f, false}, std::tuple{-1.f, 0.f, false}})
+        for (const bool non_finite : {false, true}) {
+          SCOPED_TRACE("numel " + std::to_string(numel) + ", s " + std::to_string(sv) + ", [" + std::to_string(n) +
+                       ", " + std::to_string(p) + "]" + (relu ? " relu" : "") + (non_finite ? ", inf and NaN" : ""));
+          torch::Tensor x = torch::randn({numel}) * (p - n) * sv * 0.6f;
+          // Gradients over 2^-40 .. 2^40: double sums of float products are exact over a narrower range, and
+          // would hide a change in the order of summation.
+          const torch::Tensor go =
+              torch::randn({numel}) * torch::exp2(torch::randint(-40, 41, {numel}).to(torch::kFloat));
+          // Exact ends, ties between two integers, zeros of both signs, strewn through; with `non_finite`,
+          // infinities and NaN too (whose sums are no longer a test of their order).
+          std::vector<float> special = {n * sv, p * sv, (n + 0.5f) * sv, 2.5f * sv, -2.5f * sv, 0.f, -0.f,
+                                        (p + 1) * sv, 1.5f * sv};
+          if (non_finite) special.insert(special.end(), {INFINITY, -INFINITY, NAN});
+          float* px = x.data_ptr<float>();
+          for (int64_t i = 0; i < numel; i += 3) px[i] = special[static_cast<size_t>(i / 3) % special.size()];
+          for (const int t : {1, 2}) {
+            at::set_num_threads(t);
+            torch::Tensor y_base = torch::empty_like(x), y_avx = torch::empty_like(x);
+            torch::Tensor gx_base = torch::empty_like(x), gx_avx = torch::empty_like(x);
+            cpu::forward(px, y_base.data_ptr<float>(), numel, sv, n, p, cpu::Isa::kBaseline);
+            cpu::forward(px, y_avx.data_ptr<float>(), numel, sv, n, p, cpu::Isa::kAvx2);
+            const double sum_base = cpu::backward(px, go.data_ptr<float>(), gx_base.data_ptr<float>(), numel, sv, n,
+                                                  p, relu, cpu::Isa::kBaseline);
+            const double sum_avx = cpu::backward(px, go.data_ptr<float>(), gx_avx.data_ptr<float>(), numel, sv, n, p,
+                                                 relu, cpu::Isa::kAvx2);
+            const size_t bytes = sizeof(float) * static_cast<size_t>(numel);
+            EXPECT_EQ(std::memcmp(y_base.data_ptr<float>(), y_avx.data_ptr<float>(), bytes), 0);
+            EXPECT_EQ(std::memcmp(gx_base.data_ptr<float>(), gx_avx.data_ptr<float>(), bytes), 0);
+            EXPECT_EQ(std::memcmp(&sum_base, &sum_avx, sizeof(double)), 0) << sum_base << " vs " << sum_avx;
+            if (!non_finite) EXPECT_TRUE(std::isfinite(sum_base)) << sum_base;
+          }
+        }
+  at::set_num_threads(threads);
 }
 
 TEST(Lsq, ScaleOutsideTheClampGetsNoGradient) {
