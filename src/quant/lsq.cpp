@@ -6,6 +6,7 @@
 
 #include "mpq/common/error.h"
 #include "quant/lsq_cpu.h"
+#include "quant/lsq_scale.h"
 #if MPQ_HAVE_CUDA
 #include "quant/lsq_cuda.h"
 #endif
@@ -21,13 +22,6 @@ Thresholds thresholds(int bits, bool all_positive, bool symmetric) {
 }
 
 namespace {
-
-constexpr double kScaleMin = 1e-5, kScaleMax = 1.0;
-
-// The scale the op uses: clamp(s, 1e-5, 1) in indicator training.
-inline float scale_used(float s, bool clamp_scale) {
-  return clamp_scale ? std::min(std::max(s, static_cast<float>(kScaleMin)), static_cast<float>(kScaleMax)) : s;
-}
 
 // Whether two tensors of one shape lay their elements out in the same order
 // (strides of size-1 dimensions do not matter).
@@ -92,11 +86,10 @@ class LsqFunction : public torch::autograd::Function<LsqFunction> {
 #endif
     {
       const float s_raw = s.data_ptr<float>()[index];
-      const bool s_inside = !clamp_scale || (s_raw >= kScaleMin && s_raw <= kScaleMax);
       const double sum = cpu::backward(x.data_ptr<float>(), go.data_ptr<float>(), gx.data_ptr<float>(), x.numel(),
                                        scale_used(s_raw, clamp_scale), n, p, relu, cpu::isa());
       gs = torch::zeros_like(s);
-      gs.data_ptr<float>()[index] = s_inside ? static_cast<float>(sum * g) : 0.f;
+      gs.data_ptr<float>()[index] = scale_gets_gradient(s_raw, clamp_scale) ? static_cast<float>(sum * g) : 0.f;
     }
     return {gx, gs, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(),
             torch::Tensor()};

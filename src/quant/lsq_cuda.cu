@@ -1,5 +1,6 @@
 // CUDA kernels of the fused LSQ op; contract in lsq_cuda.h.
 #include "quant/lsq_cuda.h"
+#include "quant/lsq_scale.h"
 
 #include <ATen/cuda/CUDAContext.h>
 #include <ATen/ops/empty.h>
@@ -16,12 +17,6 @@ constexpr int kThreads = 256;
 // fixed, grid-strided set of elements, so the order of every addition is a
 // function of numel alone (not of the GPU's SM count).
 constexpr int64_t kMaxBlocks = 1024;
-constexpr float kScaleMin = 1e-5f, kScaleMax = 1.0f;
-
-__device__ __forceinline__ float scale_used(const float* s, bool clamp_scale) {
-  const float v = *s;
-  return clamp_scale ? fminf(fmaxf(v, kScaleMin), kScaleMax) : v;
-}
 
 int64_t blocks_for(int64_t numel) {
   return std::max<int64_t>(1, std::min<int64_t>(kMaxBlocks, (numel + kThreads * 4 - 1) / (kThreads * 4)));
@@ -29,7 +24,7 @@ int64_t blocks_for(int64_t numel) {
 
 __global__ void forward_kernel(const float* __restrict__ x, float* __restrict__ y, int64_t numel,
                                const float* __restrict__ s, float n, float p, bool clamp_scale) {
-  const float sv = scale_used(s, clamp_scale);
+  const float sv = scale_used(*s, clamp_scale);
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < numel;
        i += static_cast<int64_t>(blockDim.x) * gridDim.x) {
     // x / s as a division, v < n ? n : v then v > p ? p : v, and rintf's
@@ -45,7 +40,7 @@ __global__ void backward_kernel(const float* __restrict__ x, const float* __rest
                                 int64_t numel, const float* __restrict__ s, float n, float p, bool clamp_scale,
                                 bool relu, double* __restrict__ partial) {
   __shared__ double lane[kThreads];
-  const float sv = scale_used(s, clamp_scale);
+  const float sv = scale_used(*s, clamp_scale);
   double acc = 0;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(kThreads) + threadIdx.x; i < numel;
        i += static_cast<int64_t>(kThreads) * gridDim.x) {
@@ -80,8 +75,7 @@ __global__ void finish_kernel(const double* __restrict__ partial, int64_t blocks
     __syncthreads();
   }
   // lane[0] holds the sum for every thread after the tree's last barrier.
-  const float v = s[index];
-  const bool inside = !clamp_scale || (v >= kScaleMin && v <= kScaleMax);
+  const bool inside = scale_gets_gradient(s[index], clamp_scale);
   for (int64_t j = threadIdx.x; j < k; j += kThreads)
     gs[j] = j == index && inside ? static_cast<float>(lane[0] * g) : 0.f;
 }

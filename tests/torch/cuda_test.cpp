@@ -13,6 +13,7 @@
 #include <torch/torch.h>
 #include <yaml-cpp/yaml.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <random>
 
@@ -104,6 +105,31 @@ TEST(Cuda, LsqKernelsEqualTheCpuKernelsAndAreDeterministic) {
         EXPECT_EQ(a[2][2].item<float>(), 0.f);
         EXPECT_TRUE(torch::equal(a[2], b[2])) << "the step-size gradient must not change from run to run";
       }
+}
+
+// The kernels share the CPU's clamp of the scale: float(1e-5) and 1 inside,
+// the floats beyond them outside, a NaN scale kept NaN with no gradient.
+TEST(Cuda, ScalesAtTheClampsEndsGiveTheCpusResults) {
+  MPQ_NEED_GPU();
+  torch::manual_seed(5);
+  const Thresholds t = quant::thresholds(3, false, false);
+  const torch::Tensor x0 = torch::randn({1000}) * 3e-5, go = torch::randn({1000});
+  for (float scale : {1e-5f, std::nextafter(1e-5f, 0.f), std::nextafter(1e-5f, 1.f), 1.f, std::nextafter(1.f, 2.f),
+                      std::nanf("")}) {
+    SCOPED_TRACE(scale);
+    auto run = [&](const torch::Device& d) {
+      torch::Tensor x = x0.to(d).requires_grad_(true), s = torch::full({1}, scale).to(d).requires_grad_(true);
+      torch::Tensor y = quant::lsq_quantize(x, s, t, 0.01, /*clamp_scale=*/true);
+      y.backward(go.to(d));
+      return std::vector<torch::Tensor>{y.cpu(), x.grad().cpu(), s.grad().cpu()};
+    };
+    const auto cpu = run(torch::kCPU), gpu = run(torch::kCUDA);
+    EXPECT_TRUE(torch::allclose(cpu[0], gpu[0], 0, 0, /*equal_nan=*/true));
+    EXPECT_TRUE(torch::equal(cpu[1], gpu[1]));
+    const float gc = cpu[2].item<float>(), gg = gpu[2].item<float>();
+    EXPECT_EQ(gc == 0.f, gg == 0.f) << gc << " vs " << gg;
+    EXPECT_NEAR(gc, gg, 1e-6 * std::abs(gc)) << gc << " vs " << gg;
+  }
 }
 
 // Three joint indicator-training steps of ResNet-20 on the GPU against the

@@ -177,6 +177,39 @@ TEST(Lsq, ScaleOutsideTheClampGetsNoGradient) {
   EXPECT_EQ(s.grad().item<float>(), 0.f);
 }
 
+// The clamp of the scale follows torch.clamp on a float tensor, as the
+// composed op does: float(1e-5) and 1 are inside (they get a gradient), the
+// floats just beyond them are not, and a NaN scale stays NaN in the output
+// (a diverged run shows in its loss) and gets no gradient.
+TEST(Lsq, ScalesAtTheClampsEndsFollowTorchClamp) {
+  torch::manual_seed(5);
+  const Thresholds t = thresholds(3, false, false);
+  const torch::Tensor x0 = torch::randn({64}) * 3e-5, go = torch::randn({64});
+  const float nan = std::nanf("");
+  const std::tuple<float, bool> cases[] = {{1e-5f, true},
+                                           {std::nextafter(1e-5f, 0.f), false},
+                                           {std::nextafter(1e-5f, 1.f), true},
+                                           {1.f, true},
+                                           {std::nextafter(1.f, 2.f), false},
+                                           {nan, false}};
+  for (const auto& [scale, inside] : cases) {
+    SCOPED_TRACE(scale);
+    torch::Tensor xa = x0.clone().requires_grad_(true), sa = torch::full({1}, scale).requires_grad_(true);
+    torch::Tensor ya = lsq_quantize(xa, sa, t, 0.1, /*clamp_scale=*/true);
+    ya.backward(go);
+    torch::Tensor xb = x0.clone().requires_grad_(true), sb = torch::full({1}, scale).requires_grad_(true);
+    torch::Tensor yb = lsq_quantize_reference(xb, sb, t, 0.1, /*clamp_scale=*/true);
+    yb.backward(go);
+    EXPECT_TRUE(torch::allclose(ya, yb, 0, 0, /*equal_nan=*/true)) << ya << " vs " << yb;
+    EXPECT_EQ(std::isnan(scale), ya.isnan().all().item<bool>());
+    const float ga = sa.grad().item<float>(), gb = sb.grad().item<float>();
+    EXPECT_EQ(ga != 0.f, inside) << ga;
+    EXPECT_EQ(gb != 0.f, inside) << gb;
+    EXPECT_NEAR(ga, gb, 1e-4 * std::abs(gb)) << ga << " vs " << gb;
+    if (!std::isnan(scale)) EXPECT_TRUE(torch::allclose(xa.grad(), xb.grad(), kGradInputRtol, 0.0));
+  }
+}
+
 // The op takes the whole vector of candidate scales and an index: its
 // output and input gradient are the one-element op's bit for bit, and the
 // scale's gradient is that op's at the index and 0 elsewhere (no slice of
