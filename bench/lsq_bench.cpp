@@ -29,7 +29,8 @@ double step_ms(const torch::Tensor& x0, const torch::Tensor& go, Variant v, bool
   torch::Tensor x = x0.detach().requires_grad_(true);
   torch::Tensor s = torch::full({1}, 0.05).requires_grad_(true);
   const auto t0 = std::chrono::steady_clock::now();
-  torch::Tensor y = v == Variant::kComposed ? lsq_quantize_reference(x, s, t, g, false) : lsq_quantize(x, s, t, g, false);
+  torch::Tensor y =
+      v == Variant::kComposed ? lsq_quantize_reference(x, s, t, g, false) : lsq_quantize(x, s, t, g, false);
   y.backward(go);
   const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   cpu::limit_isa(cpu::Isa::kAvx2);
@@ -58,7 +59,8 @@ int main(int argc, char** argv) {
       {"weight 512x512x3x3 (layer4 conv2)", torch::randn({512, 512, 3, 3}) * 0.02, false},
       {"activation 32x256x56x56 (layer1 input)", torch::relu(torch::randn({32, 256, 56, 56})), true},
   };
-  std::printf("threads %d, fused kernels %s\n| tensor | composed (ms) | fused (ms) | speed-up |%s\n|---|---|---|---|%s\n",
+  std::printf("threads %d, fused kernels %s\n"
+              "| tensor | composed (ms) | fused (ms) | speed-up |%s\n|---|---|---|---|%s\n",
               torch::get_num_threads(), avx2 ? "AVX2" : "baseline (no AVX2 here)",
               avx2 ? " fused, baseline kernels (ms) | AVX2 / baseline, median of paired ratios |" : "",
               avx2 ? "---|---|" : "");
@@ -75,7 +77,8 @@ int main(int argc, char** argv) {
       baseline.push_back(base);
       ratio.push_back(base / b);
     }
-    std::printf("| %s | %.2f | %.2f | %.2fx |", c.name, median(composed), median(fused), median(composed) / median(fused));
+    std::printf("| %s | %.2f | %.2f | %.2fx |", c.name, median(composed), median(fused),
+                median(composed) / median(fused));
     if (avx2) std::printf(" %.2f | %.2fx |", median(baseline), median(ratio));
     std::printf("\n");
   }
