@@ -13,9 +13,13 @@
 // also the W4A4 step with the LSQ op's baseline (SSE2) CPU kernels,
 // interleaved, on stderr; MPQ_BN_FUSION=0 that fusion off for
 // the whole run; MPQ_DEVICE=cuda (or
-// cuda:N) the steps on a GPU, each timed to its end (synchronised), and the
+// cuda:N) the steps on a GPU, each timed to its end (synchronised), the
 // host synchronisations of one step of each kind counted with CUDA's sync
-// debug mode; MPQ_CUDNN=deterministic|heuristic cuDNN's algorithm choice
+// debug mode, and the host's part of each step (until its work is queued);
+// MPQ_DEVICE_WORK=1 one more step of each under LibTorch's profiler, the
+// kernels it ran on the GPU (the operators on the CPU), counted and timed
+// (MPQ_DEVICE_WORK=DIR: and their Chrome traces in DIR); MPQ_CUDA_GRAPH=1
+// (on a GPU) the FP and W4A4 steps also replayed as CUDA graphs, timed; MPQ_CUDNN=deterministic|heuristic cuDNN's algorithm choice
 // (config key cudnn; benchmark, mpq's default, otherwise); MPQ_TF32=0
 // cuDNN's float32 convolutions in full float32 (config key tf32: false;
 // TF32 where the GPU has it, PyTorch's default, otherwise); MPQ_BATCH=N
@@ -25,13 +29,21 @@
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <tuple>
 #include <vector>
 
 #include <torch/torch.h>
+#include <torch/csrc/autograd/profiler_kineto.h>
 #include <torch/csrc/autograd/profiler_legacy.h>
 
 #if MPQ_HAVE_CUDA
+#include <ATen/cuda/CUDAGraph.h>
 #include <c10/cuda/CUDAFunctions.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #endif
 #include <c10/util/Exception.h>
 
@@ -87,6 +99,36 @@ int count_syncs(const torch::Device& d, F&& f) {
   return -1;
 }
 
+// What one run of `f` puts on the device, from LibTorch's (Kineto's)
+// profiler: on a GPU the kernels, copies and fills it ran and their summed
+// time; on the CPU the operators it recorded (nested ones too) and theirs.
+struct DeviceWork {
+  int64_t events = 0;
+  double ms = 0;
+};
+template <typename F>
+DeviceWork device_work(const torch::Device& d, const std::string& trace, F&& f) {
+  namespace prof = torch::profiler::impl;
+  namespace kin = torch::autograd::profiler;
+  finish(d);
+  std::set<prof::ActivityType> acts{prof::ActivityType::CPU};
+  if (d.is_cuda()) acts.insert(prof::ActivityType::CUDA);
+  const prof::ProfilerConfig config(prof::ProfilerState::KINETO);
+  kin::prepareProfiler(config, acts);
+  kin::enableProfiler(config, acts);
+  f();
+  finish(d);
+  const std::unique_ptr<kin::ProfilerResult> r = kin::disableProfiler();
+  if (!trace.empty()) r->save(trace);
+  DeviceWork w;
+  for (const auto& e : r->events())
+    if (e.deviceType() == (d.is_cuda() ? c10::DeviceType::CUDA : c10::DeviceType::CPU)) {
+      ++w.events;
+      w.ms += static_cast<double>(e.durationNs()) * 1e-6;
+    }
+  return w;
+}
+
 // One training step: forward, label-smoothing cross-entropy, backward, SGD
 // (mpq's multi-tensor SGD, as its finetune runs it).
 struct Trainer {
@@ -107,9 +149,12 @@ struct Trainer {
     // lr 0.01, Nesterov momentum 0.9, weight decay 2.5e-5 on >= 2-D weights.
     opt = engine::make_sgd(*net, 0.01, 0.9, 2.5e-5);
   }
+  // The step's time to its end; `host` gets the part before the wait for
+  // the GPU (on a GPU, how long the host took to queue the step's work).
   double step() {
     const auto t0 = std::chrono::steady_clock::now();
     step_only();
+    host.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     finish(dev);
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   }
@@ -123,11 +168,46 @@ struct Trainer {
   torch::Device dev;
   std::unique_ptr<torch::optim::SGD> opt;
   torch::Tensor x, y;
+  std::vector<double> host;
 };
 
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
+}
+
+// MPQ_CUDA_GRAPH=1, on a GPU: the median time of `steps` replays of one of
+// t's steps captured as a CUDA graph (PyTorch's recipe for a whole network:
+// warm-up steps on a side stream, then forward, backward and SGD captured
+// there), what launching the step's kernels one by one costs against
+// replaying them. Data and bit-widths stay fixed, so it is a measurement,
+// not a way to train. Throws where the step cannot be captured.
+double graph_step(Trainer& t, int steps) {
+#if MPQ_HAVE_CUDA
+  const c10::cuda::CUDAStream side = c10::cuda::getStreamFromPool(false, t.dev.index());
+  at::cuda::CUDAGraph graph;
+  {
+    const c10::cuda::CUDAStreamGuard guard(side);
+    for (int i = 0; i < 3; ++i) t.step_only();
+    side.synchronize();
+    graph.capture_begin();
+    t.step_only();
+    graph.capture_end();
+  }
+  finish(t.dev);
+  std::vector<double> v;
+  for (int i = 0; i < steps + 2; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    graph.replay();
+    finish(t.dev);
+    if (i >= 2) v.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  return median(v);
+#else
+  (void)t;
+  (void)steps;
+  throw std::runtime_error("this build has no CUDA");
+#endif
 }
 
 // One A/B line on stderr: step `what` as `base` against `other`, interleaved
@@ -228,6 +308,9 @@ int main(int argc, char** argv) {
         tl.push_back(l);
       }
     }
+    // The measured steps' host parts (the two warm-ups left out).
+    auto host_part = [&](const Trainer& t) { return median({t.host.begin() + 2, t.host.begin() + 2 + steps}); };
+    const double hf = host_part(fp), hq = host_part(q);
     if (lsq_ab) report_ab(c.model, "W4A4 with LSQ kernels", "AVX2", tq, "baseline", tl);
     if (per_param) report_ab(c.model, "W4A4 with SGD", "multi-tensor", tq, "per-parameter", tp);
     if (composed) report_ab(c.model, "FP with BatchNorm+add+ReLU", "fused", tf, "composed", tc);
@@ -258,21 +341,65 @@ int main(int argc, char** argv) {
     if (channels_last()) qj.net->to_channels_last();
     auto opt = engine::make_sgd(*qj.net, 0.01, 0.9, 2.5e-5);
     std::mt19937_64 rng(0);
-    std::vector<double> tj;
+    std::vector<double> tj, hj;
     auto joint = [&] { engine::joint_step(qj, *opt, fp.x, fp.y, 0.1, engine::sample_policy(rng, cands, qj.convs.size())); };
     for (int i = 0; i < std::max(3, steps / 3) + 1; ++i) {
       const auto t0 = std::chrono::steady_clock::now();
       joint();
+      const auto t1 = std::chrono::steady_clock::now();
       finish(dev);
-      if (i >= 1) tj.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      if (i >= 1) {
+        tj.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+        hj.push_back(std::chrono::duration<double>(t1 - t0).count());
+      }
     }
     const double mj = median(tj);
-    if (dev.is_cuda())
+    if (dev.is_cuda()) {
       std::fprintf(stderr, "%s: host synchronisations in one step: FP %d, W4A4 %d, joint %d\n", c.model,
                    count_syncs(dev, [&] { fp.step_only(); }), count_syncs(dev, [&] { q.step_only(); }),
                    count_syncs(dev, joint));
+      // Where a step makes no synchronisation, its host part is the time the
+      // host took to queue its kernels: near the whole step, the step is
+      // bound by launches and LibTorch's own work, not by the GPU.
+      std::fprintf(stderr, "%s: host part of a step (medians): FP %.2f of %.2f ms, W4A4 %.2f of %.2f ms, "
+                   "joint %.2f of %.2f ms\n", c.model, hf * 1e3, mf * 1e3, hq * 1e3, mq * 1e3, median(hj) * 1e3,
+                   mj * 1e3);
+    }
     std::printf("| %s | %d | %.1f | %.1f | %.2fx | %.1f | %.1f | %.1f | %.2fx |\n", c.model, c.batch, mf * 1e3,
                 mq * 1e3, mq / mf, c.batch / mf, c.batch / mq, c.batch / mj, mj / mf);
+    // The row out before the profiler runs, which a GPU machine's runtime may
+    // not take kindly.
+    std::fflush(stdout);
+    // MPQ_DEVICE_WORK=1: one more step of each under the profiler, what it
+    // ran on the device (on a GPU: how many kernels, and how long they took
+    // summed, against the step's time above).
+    if (const char* work = std::getenv("MPQ_DEVICE_WORK")) {
+      // MPQ_DEVICE_WORK=DIR (not 1): those steps' Chrome traces too, DIR/<model>_<step>_device.json.
+      auto trace = [&](const char* step) {
+        return std::string(work) == "1" ? std::string() : std::string(work) + "/" + c.model + "_" + step + "_device.json";
+      };
+      const DeviceWork a = device_work(dev, trace("fp"), [&] { fp.step_only(); }),
+                       b = device_work(dev, trace("w4a4"), [&] { q.step_only(); }),
+                       j = device_work(dev, trace("joint"), joint);
+      std::fprintf(stderr, "%s: %s in one step (summed ms): FP %lld (%.2f), W4A4 %lld (%.2f), joint %lld (%.2f)\n",
+                   c.model, dev.is_cuda() ? "GPU kernels, copies and fills" : "CPU operators recorded",
+                   static_cast<long long>(a.events), a.ms, static_cast<long long>(b.events), b.ms,
+                   static_cast<long long>(j.events), j.ms);
+    }
+    if (std::getenv("MPQ_CUDA_GRAPH") != nullptr && dev.is_cuda()) {
+      std::fflush(stderr);
+      for (auto [t, tag, eager] : {std::tuple<Trainer*, const char*, double>{&fp, "FP", mf}, {&q, "W4A4", mq}}) {
+        try {
+          std::fprintf(stderr, "%s: %s step replayed as a CUDA graph: %.2f ms (launched op by op: %.2f ms)\n", c.model,
+                       tag, graph_step(*t, steps) * 1e3, eager * 1e3);
+        } catch (const std::exception& e) {
+          const std::string what = e.what();
+          std::fprintf(stderr, "%s: %s step as a CUDA graph: not captured: %s\n", c.model, tag,
+                       what.substr(0, what.find('\n')).c_str());
+        }
+        std::fflush(stderr);
+      }
+    }
   }
   return 0;
 }

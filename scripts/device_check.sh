@@ -11,9 +11,12 @@
 #      synchronised BatchNorm (its all-reduces on NCCL)
 #   4. FP, W4A4 and joint steps of ResNet-20 (28x28, batch 128) and ResNet-18
 #      (224x224, batch 256) in mpq, with the host synchronisations of one
-#      step of each (ResNet-18 also with cudnn: heuristic against mpq's
-#      default benchmark), then the same steps of the original LIMPQ in
-#      PyTorch eager
+#      step of each, the host's part of a step, the kernels of one step of
+#      each under LibTorch's profiler (their traces to $OUT/step_traces.tgz),
+#      ResNet-20's FP and W4A4 steps also replayed as CUDA graphs (what
+#      launching kernels one by one costs), ResNet-18 also with cudnn:
+#      heuristic against mpq's default benchmark;
+#      then the same steps of the original LIMPQ in PyTorch eager
 # Runs here too, on the CPU, as a check of everything but the GPU parts
 # (MPQ_DEVICE_DRY=1: CPU, tiny step counts).
 #
@@ -106,10 +109,15 @@ if want bench; then
 step "training steps: mpq (qat_bench), host synchronisations per step"
 n=21; [ "$dry" = 1 ] && n=3
 bdev=cuda; [ "$dry" = 1 ] && bdev=cpu
-MPQ_SGD_AB=1 MPQ_DEVICE=$bdev MPQ_CASE=resnet20 MPQ_BATCH=128 bounded 150 "$d/bin/qat_bench" $n 2>&1
+# One more step of each under LibTorch's profiler: the kernels per step and
+# their summed time, and the steps' traces, packed into one file of $OUT.
+traces=/tmp/mpq_device_traces
+rm -rf "$traces"; mkdir -p "$traces"
+MPQ_CUDA_GRAPH=1 MPQ_DEVICE_WORK=$traces MPQ_SGD_AB=1 MPQ_DEVICE=$bdev MPQ_CASE=resnet20 MPQ_BATCH=128 bounded 150 "$d/bin/qat_bench" $n 2>&1
 [ "$dry" = 1 ] && n=2
 b18=$([ "$dry" = 1 ] && echo 4 || echo 256)
-MPQ_DEVICE=$bdev MPQ_CASE=resnet18 MPQ_BATCH=$b18 bounded 200 "$d/bin/qat_bench" $n 2>&1
+MPQ_DEVICE_WORK=$traces MPQ_DEVICE=$bdev MPQ_CASE=resnet18 MPQ_BATCH=$b18 bounded 200 "$d/bin/qat_bench" $n 2>&1
+tar czf "$out/step_traces.tgz" -C "$traces" . && echo "device_check: step traces in step_traces.tgz ($(du -k "$out/step_traces.tgz" | cut -f1) KiB)"
 step "the same ResNet-18 steps with cudnn: heuristic (what benchmark, the default, buys)"
 MPQ_CUDNN=heuristic MPQ_DEVICE=$bdev MPQ_CASE=resnet18 MPQ_BATCH=$b18 bounded 120 "$d/bin/qat_bench" $(( n > 9 ? 9 : n )) 2>&1
 fi
