@@ -19,7 +19,8 @@
 // MPQ_DEVICE_WORK=1 one more step of each under LibTorch's profiler, the
 // kernels it ran on the GPU (the operators on the CPU), counted and timed
 // (MPQ_DEVICE_WORK=DIR: and their Chrome traces in DIR); MPQ_CUDA_GRAPH=1
-// (on a GPU) the FP and W4A4 steps also replayed as CUDA graphs, timed; MPQ_CUDNN=deterministic|heuristic cuDNN's algorithm choice
+// (on a GPU) the FP and W4A4 steps also replayed as CUDA graphs, timed;
+// MPQ_CUDNN=deterministic|heuristic cuDNN's algorithm choice
 // (config key cudnn; benchmark, mpq's default, otherwise); MPQ_TF32=0
 // cuDNN's float32 convolutions in full float32 (config key tf32: false;
 // TF32 where the GPU has it, PyTorch's default, otherwise); MPQ_BATCH=N
@@ -376,7 +377,8 @@ int main(int argc, char** argv) {
     if (const char* work = std::getenv("MPQ_DEVICE_WORK")) {
       // MPQ_DEVICE_WORK=DIR (not 1): those steps' Chrome traces too, DIR/<model>_<step>_device.json.
       auto trace = [&](const char* step) {
-        return std::string(work) == "1" ? std::string() : std::string(work) + "/" + c.model + "_" + step + "_device.json";
+        if (std::string(work) == "1") return std::string();
+        return std::string(work) + "/" + c.model + "_" + step + "_device.json";
       };
       const DeviceWork a = device_work(dev, trace("fp"), [&] { fp.step_only(); }),
                        b = device_work(dev, trace("w4a4"), [&] { q.step_only(); }),
@@ -390,8 +392,8 @@ int main(int argc, char** argv) {
       std::fflush(stderr);
       for (auto [t, tag, eager] : {std::tuple<Trainer*, const char*, double>{&fp, "FP", mf}, {&q, "W4A4", mq}}) {
         try {
-          std::fprintf(stderr, "%s: %s step replayed as a CUDA graph: %.2f ms (launched op by op: %.2f ms)\n", c.model,
-                       tag, graph_step(*t, steps) * 1e3, eager * 1e3);
+          std::fprintf(stderr, "%s: %s step replayed as a CUDA graph: %.2f ms (launched op by op: %.2f ms)\n",
+                       c.model, tag, graph_step(*t, steps) * 1e3, eager * 1e3);
         } catch (const std::exception& e) {
           const std::string what = e.what();
           std::fprintf(stderr, "%s: %s step as a CUDA graph: not captured: %s\n", c.model, tag,
