@@ -105,6 +105,34 @@ TEST(Cuda, LsqKernelsEqualTheCpuKernelsAndAreDeterministic) {
       }
 }
 
+// Channels-last tensors, as mpq trains on a GPU, and a gradient in the other
+// layout (the op then takes both in NCHW): the GPU gives the CPU's bits, in
+// every combination, with the ReLU absorbed or not.
+TEST(Cuda, LsqKernelsTakeEitherLayoutAsTheCpuDoes) {
+  MPQ_NEED_GPU();
+  torch::manual_seed(7);
+  const torch::Tensor x0 = torch::randn({8, 24, 9, 11}), go0 = torch::randn({8, 24, 9, 11});
+  const auto nchw = torch::MemoryFormat::Contiguous, cl = torch::MemoryFormat::ChannelsLast;
+  for (const auto& [fx, fg] : {std::pair{cl, cl}, {cl, nchw}, {nchw, cl}})
+    for (bool relu : {false, true}) {
+      SCOPED_TRACE(std::string("x ") + (fx == cl ? "channels-last" : "NCHW") + ", gradient " +
+                   (fg == cl ? "channels-last" : "NCHW") + ", relu " + std::to_string(relu));
+      const Thresholds t = quant::thresholds(4, relu, false);
+      auto run = [&](const torch::Device& d) {
+        torch::Tensor x = x0.to(d).contiguous(fx).requires_grad_(true);
+        torch::Tensor s = torch::full({1}, 0.3f).to(d).requires_grad_(true);
+        torch::Tensor y = quant::lsq_quantize(x, s, t, 0.01, true, relu);
+        EXPECT_TRUE(y.is_contiguous(fx));
+        y.backward(go0.to(d).contiguous(fg));
+        return std::vector<torch::Tensor>{y.cpu().contiguous(), x.grad().cpu().contiguous(), s.grad().cpu()};
+      };
+      const auto c = run(torch::kCPU), g = run(torch::kCUDA);
+      EXPECT_TRUE(torch::equal(c[0], g[0]));
+      EXPECT_TRUE(torch::equal(c[1], g[1]));
+      EXPECT_NEAR(c[2].item<double>(), g[2].item<double>(), 1e-6 * std::abs(c[2].item<double>()));
+    }
+}
+
 // The kernels share the CPU's clamp of the scale: float(1e-5) and 1 inside,
 // the floats beyond them outside, a NaN scale kept NaN with no gradient.
 TEST(Cuda, ScalesAtTheClampsEndsGiveTheCpusResults) {
