@@ -9,7 +9,9 @@
 #   2. a short full-precision and a W4A4 finetune of Fashion-MNIST ResNet-20 on cuda:0
 #   3. an NCCL group of one under torchrun (--set dist_backend=nccl), with
 #      synchronised BatchNorm (its all-reduces on NCCL)
-#   4. FP, W4A4 and joint steps of ResNet-20 (28x28, batch 128) and ResNet-18
+#   4. bad input there: a LOCAL_RANK past the device count, CUDA_VISIBLE_DEVICES
+#      empty where training_device asks for a GPU (each one line, exit 2)
+#   5. FP, W4A4 and joint steps of ResNet-20 (28x28, batch 128) and ResNet-18
 #      (224x224, batch 256) in mpq, with the host synchronisations of one
 #      step of each, the host's part of a step, the kernels of one step of
 #      each under LibTorch's profiler (their traces to $OUT/step_traces.tgz),
@@ -24,7 +26,7 @@
 # the device tool's 600 per command): each runs under its own cap or what is
 # left of the budget, whichever is less, so one that hangs cannot take the
 # others' time; a step with no time left says so and is skipped. A rerun can
-# take only some steps: MPQ_DEVICE_STEPS="tests finetune nccl bench original"
+# take only some steps: MPQ_DEVICE_STEPS="tests finetune nccl badinput bench original"
 # (the default: all) names them.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -37,7 +39,7 @@ py=${MPQ_DEVICE_PYTHON:-python3}
 step() { echo; echo "== $* ($(date +%T), $(left) s of the budget left)"; }
 deadline=$(( $(date +%s) + ${MPQ_DEVICE_BUDGET_S:-540} ))
 left() { echo $(( deadline - $(date +%s) )); }
-steps=" ${MPQ_DEVICE_STEPS:-tests finetune nccl bench original} "
+steps=" ${MPQ_DEVICE_STEPS:-tests finetune nccl badinput bench original} "
 want() { [[ "$steps" == *" $1 "* ]]; }
 # cap N: N seconds, or what is left of the budget where that is less.
 cap() { local t; t=$(left); (( t > $1 )) && t=$1; echo "$t"; }
@@ -103,6 +105,16 @@ backend=nccl; [ "$dry" = 1 ] && backend=gloo  # the dry run has no GPU: the same
 bounded 150 "$torchrun" --no-python --nproc_per_node=1 --master_port=29611 "$mpq" finetune \
   configs/fashion_mnist_resnet20_fp.yaml "${common[@]}" --set training_device=$dev --set name=nccl \
   --set dist_backend=$backend --set sync_bn=true 2>&1 | tail -15
+fi
+
+if want badinput; then
+step "bad input on a GPU machine: a LOCAL_RANK past the device count, no visible GPU where one is asked for"
+# Each is one line and exit 2 before any work (README: Exit codes).
+LOCAL_RANK=1 bounded 60 "$mpq" finetune configs/fashion_mnist_resnet20_fp.yaml "${common[@]}" --set training_device=gpu \
+  --set name=bad_rank 2>&1 | tail -2; echo "LOCAL_RANK=1 with one GPU: exit ${PIPESTATUS[0]} (2 expected)"
+CUDA_VISIBLE_DEVICES= bounded 60 "$mpq" finetune configs/fashion_mnist_resnet20_fp.yaml "${common[@]}" \
+  --set training_device=gpu --set name=bad_hidden 2>&1 | tail -2
+echo "CUDA_VISIBLE_DEVICES empty, training_device: gpu: exit ${PIPESTATUS[0]} (2 expected)"
 fi
 
 if want bench; then
