@@ -286,6 +286,7 @@ int main(int argc, char** argv) {
     auto baseline_lsq_step = [&] {
       quant::cpu::limit_isa(quant::cpu::Isa::kBaseline);
       const double t = q.step();
+      q.host.pop_back();  // q's host parts are its AVX2 steps'
       quant::cpu::limit_isa(quant::cpu::Isa::kAvx2);
       return t;
     };
