@@ -125,11 +125,13 @@ bdev=cuda; [ "$dry" = 1 ] && bdev=cpu
 # their summed time, and the steps' traces, packed into one file of $OUT.
 traces=/tmp/mpq_device_traces
 rm -rf "$traces"; mkdir -p "$traces"
-MPQ_CUDA_GRAPH=1 MPQ_DEVICE_WORK=$traces MPQ_SGD_AB=1 MPQ_DEVICE=$bdev MPQ_CASE=resnet20 MPQ_BATCH=128 bounded 150 "$d/bin/qat_bench" $n 2>&1
+MPQ_CUDA_GRAPH=1 MPQ_DEVICE_WORK=$traces MPQ_SGD_AB=1 MPQ_DEVICE=$bdev MPQ_CASE=resnet20 MPQ_BATCH=128 \
+  bounded 150 "$d/bin/qat_bench" $n 2>&1
 [ "$dry" = 1 ] && n=2
 b18=$([ "$dry" = 1 ] && echo 4 || echo 256)
 MPQ_DEVICE_WORK=$traces MPQ_DEVICE=$bdev MPQ_CASE=resnet18 MPQ_BATCH=$b18 bounded 200 "$d/bin/qat_bench" $n 2>&1
-tar czf "$out/step_traces.tgz" -C "$traces" . && echo "device_check: step traces in step_traces.tgz ($(du -k "$out/step_traces.tgz" | cut -f1) KiB)"
+tar czf "$out/step_traces.tgz" -C "$traces" . &&
+  echo "device_check: step traces in step_traces.tgz ($(du -k "$out/step_traces.tgz" | cut -f1) KiB)"
 step "the same ResNet-18 steps with cudnn: heuristic (what benchmark, the default, buys)"
 MPQ_CUDNN=heuristic MPQ_DEVICE=$bdev MPQ_CASE=resnet18 MPQ_BATCH=$b18 bounded 120 "$d/bin/qat_bench" $(( n > 9 ? 9 : n )) 2>&1
 fi

@@ -48,7 +48,7 @@ import gzip, struct, sys
 src, n = "/usr/share/datasets/fashion-mnist/", 20000
 for name, head in (("train-images-idx3-ubyte.gz", 16), ("train-labels-idx1-ubyte.gz", 8)):
     raw = gzip.open(src + name).read()
-    magic, count = struct.unpack(">II", raw[:8])
+    count = struct.unpack(">I", raw[4:8])[0]
     item = (len(raw) - head) // count
     out = raw[:4] + struct.pack(">I", n) + raw[8:head] + raw[head:head + n * item]
     with gzip.open(sys.argv[1] + "/" + name, "wb", compresslevel=9) as f:
