@@ -8,13 +8,13 @@
 // Why not "equal to 1e-4 after a few steps": quantized training is not a
 // continuous function of its inputs. A rounding step, a clamp's edge or a
 // ReLU's mask turns a last-bit difference into a different gradient for
-// that element, and BatchNorm's backward spreads it over the channel. With
-// 2- and 3-bit convolutions exact ties occur, which each order breaks its own
-// way even in double precision: in one 3-bit pass of seed 0 a block output,
-// zero in exact arithmetic, came out 0 in NCHW and 1e-15 in channels-last,
-// so the ReLU passed its gradient in one and not the other, and the
-// gradients of every earlier layer moved by 1e-3. On the CPU (figures below),
-// one step in double keeps two orders within 4e-16 in the losses and within
+// that element, and BatchNorm's backward spreads it over the channel. Such
+// events happen even in double precision: in one 3-bit pass of seed 0, one
+// element of the last block's output came out exactly 0 in NCHW and about
+// 1e-15 in channels-last, so the ReLU passed its gradient in one and not
+// the other, and the gradients of every earlier layer moved by 1e-3
+// relative. On the CPU (figures below), one step in double keeps two
+// orders within 4e-16 in the losses and within
 // 1 - 1e-4 in the cosine of every group of gradients and updates; in float
 // the losses differ by up to 2%, and one step's gradients of the conv
 // weights and step sizes can point 60 to 75 degrees apart; after three
