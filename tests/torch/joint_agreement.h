@@ -30,9 +30,9 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
-#include <string>
 #include <vector>
 
 #include "engine/joint.h"
@@ -41,9 +41,12 @@
 
 namespace mpq::test {
 
+// The groups parameters are compared in.
+enum class Group { kSearchableWeight, kScale, kOther };
+
 struct JointRun {
   std::vector<std::vector<double>> losses;  // per step: candidates 4, 3, 2, then the mixed policy
-  std::vector<std::string> names;
+  std::vector<Group> groups;  // per parameter, in parameters() order
   // Per parameter, flat, double, on the CPU: the first step's gradient as
   // the backward passes left it (before the step clips it to [-1, 1], which
   // saturates most step sizes' gradients at first), and the whole update
@@ -66,10 +69,21 @@ inline JointRun joint_run(const torch::Device& device, torch::ScalarType dtype, 
   if (dtype != torch::kFloat) q.net->to(dtype);
   if (channels_last) q.net->to_channels_last();
   JointRun r;
+  // The searchable convs' weights and their quantizers' step sizes, by identity.
+  std::vector<const void*> weights, scales;
+  for (const auto& c : q.convs) {
+    weights.push_back(c->weight.unsafeGetTensorImpl());
+    for (const auto& fn : {c->quan_w_fn, c->quan_a_fn})
+      if (fn) scales.push_back(fn->s.unsafeGetTensorImpl());
+  }
+  auto in = [](const std::vector<const void*>& v, const void* p) {
+    return std::find(v.begin(), v.end(), p) != v.end();
+  };
   std::vector<torch::Tensor> before;
-  for (const auto& kv : q.net->named_parameters()) {
-    r.names.push_back(kv.key());
-    before.push_back(kv.value().detach().to(torch::kCPU, torch::kDouble).clone());
+  for (const auto& p : q.net->parameters()) {
+    const void* impl = p.unsafeGetTensorImpl();
+    r.groups.push_back(in(weights, impl) ? Group::kSearchableWeight : in(scales, impl) ? Group::kScale : Group::kOther);
+    before.push_back(p.detach().to(torch::kCPU, torch::kDouble).clone());
   }
   auto opt = engine::make_sgd(*q.net, 0.01, 0.9, 2.5e-5);
   torch::manual_seed(seed + 1);
@@ -113,7 +127,7 @@ inline Agreement agreement(const JointRun& a, const JointRun& b) {
   auto group = [&](const std::vector<torch::Tensor>& ta, const std::vector<torch::Tensor>& tb, auto&& in) {
     std::vector<torch::Tensor> u, v;
     for (size_t i = 0; i < ta.size(); ++i)
-      if (in(a.names[i])) {
+      if (in(a.groups[i])) {
         u.push_back(ta[i]);
         v.push_back(tb[i]);
       }
@@ -121,16 +135,11 @@ inline Agreement agreement(const JointRun& a, const JointRun& b) {
     const double nu = U.norm().item<double>(), nv = V.norm().item<double>();
     return GroupAgreement{(U * V).sum().item<double>() / (nu * nv), std::abs(std::log(nv / nu))};
   };
-  auto is_scale = [](const std::string& n) { return n.size() > 2 && n.compare(n.size() - 2, 2, ".s") == 0; };
-  auto is_searchable_weight = [](const std::string& n) {
-    const bool weight = n.size() > 7 && n.compare(n.size() - 7, 7, ".weight") == 0;
-    return weight && n.rfind("layer", 0) == 0 &&
-           (n.find("conv") != std::string::npos || n.find("downsample.0.") != std::string::npos);
-  };
-  out.weights = group(a.grads, b.grads, is_searchable_weight);
-  out.scales = group(a.grads, b.grads, is_scale);
-  out.other = group(a.grads, b.grads, [&](const std::string& n) { return !is_scale(n) && !is_searchable_weight(n); });
-  out.updates = group(a.updates, b.updates, [](const std::string&) { return true; });
+  auto is = [](Group g) { return [g](Group x) { return x == g; }; };
+  out.weights = group(a.grads, b.grads, is(Group::kSearchableWeight));
+  out.scales = group(a.grads, b.grads, is(Group::kScale));
+  out.other = group(a.grads, b.grads, is(Group::kOther));
+  out.updates = group(a.updates, b.updates, [](Group) { return true; });
   return out;
 }
 
