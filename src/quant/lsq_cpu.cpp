@@ -1,5 +1,7 @@
 #include "quant/lsq_cpu.h"
 
+#include "quant/lsq_scale.h"
+
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -30,15 +32,6 @@ Isa cpu_isa() {
 #else
   return Isa::kBaseline;
 #endif
-}
-
-// Round half to even for |v| < 2^22: adding and subtracting 1.5 * 2^23 leaves
-// the float rounded to an integer in the current (nearest-even) mode, as
-// torch.round does. |v| <= 2^15 after the clamp.
-constexpr float kMagic = 12582912.0f;
-inline float round_half_even(float v) {
-  const float t = v + kMagic;  // not folded: no -ffast-math
-  return t - kMagic;
 }
 
 // x / s stays a division (not a multiplication by 1/s) to round exactly as
@@ -78,7 +71,7 @@ double finish_chunk(double lane[4], const float* px, const float* pg, float* pgx
 // Four elements: the input gradient stored, go * ds returned. max_ps(n, v)
 // is v < n ? n : v and min_ps(p, v) is v > p ? p : v, NaN included.
 inline __m128 grad4(const float* px, const float* pg, float* pgx, __m128 vs, __m128 vn, __m128 vp, bool relu) {
-  const __m128 magic = _mm_set1_ps(kMagic);
+  const __m128 magic = _mm_set1_ps(kRoundMagic);
   const __m128 v = _mm_div_ps(_mm_loadu_ps(px), vs);
   const __m128 g = _mm_loadu_ps(pg);
   const __m128 vc = _mm_min_ps(vp, _mm_max_ps(vn, v));
@@ -117,7 +110,7 @@ double backward_chunk_baseline(const float* __restrict px, const float* __restri
 // alone, so nothing is contracted that the baseline rounds twice.
 __attribute__((target("avx2"))) void forward_avx2(const float* __restrict px, float* __restrict py, int64_t begin,
                                                   int64_t end, float sv, float n, float p) {
-  const __m256 vs = _mm256_set1_ps(sv), vn = _mm256_set1_ps(n), vp = _mm256_set1_ps(p), magic = _mm256_set1_ps(kMagic);
+  const __m256 vs = _mm256_set1_ps(sv), vn = _mm256_set1_ps(n), vp = _mm256_set1_ps(p), magic = _mm256_set1_ps(kRoundMagic);
   int64_t i = begin;
   for (; i + 8 <= end; i += 8) {
     const __m256 v = _mm256_div_ps(_mm256_loadu_ps(px + i), vs);
@@ -131,7 +124,7 @@ __attribute__((target("avx2"))) void forward_avx2(const float* __restrict px, fl
 __attribute__((target("avx2"))) double backward_chunk_avx2(const float* __restrict px, const float* __restrict pg,
                                                            float* __restrict pgx, int64_t begin, int64_t end, float sv,
                                                            float n, float p, bool relu) {
-  const __m256 vs = _mm256_set1_ps(sv), vn = _mm256_set1_ps(n), vp = _mm256_set1_ps(p), magic = _mm256_set1_ps(kMagic);
+  const __m256 vs = _mm256_set1_ps(sv), vn = _mm256_set1_ps(n), vp = _mm256_set1_ps(p), magic = _mm256_set1_ps(kRoundMagic);
   __m256d acc = _mm256_setzero_pd();  // lanes 0..3, as the baseline's acc_lo and acc_hi
   int64_t i = begin;
   for (; i + 8 <= end; i += 8) {
