@@ -20,6 +20,7 @@
 
 #include "engine/context.h"
 #include "engine/joint.h"
+#include "float_bits.h"
 #include "joint_agreement.h"
 #include "models/zoo.h"
 #include "mpq/search/geometry.h"
@@ -68,6 +69,7 @@ TEST(Cuda, LsqGoldenCasesOnTheGpu) {
     torch::Tensor y = quant::lsq_quantize(x, s, t, g, clamp);
     y.backward(get(cases, i, "grad_out").to(gpu));
     EXPECT_LE((y.cpu() - get(cases, i, "y")).abs().max().item<double>(), kOutputAtol);
+    EXPECT_EQ(test::zeros_of_other_sign(y, get(cases, i, "y")), 0) << "the original's zeros are all +0";
     EXPECT_LE((x.grad().cpu() - get(cases, i, "grad_x")).abs().max().item<double>(), kOutputAtol);
     const double gs = s.grad().cpu().item<double>(), ref = get(cases, i, "grad_s").item<double>();
     EXPECT_LE(std::abs(gs - ref), kGradScaleRtol * std::max(1e-6, std::abs(ref))) << gs << " vs " << ref;
@@ -96,8 +98,8 @@ TEST(Cuda, LsqKernelsEqualTheCpuKernelsAndAreDeterministic) {
           return std::vector<torch::Tensor>{y.cpu(), x.grad().cpu(), s.grad().cpu()};
         };
         const auto cpu = run(torch::kCPU), a = run(torch::kCUDA), b = run(torch::kCUDA);
-        EXPECT_TRUE(torch::equal(cpu[0], a[0]));
-        EXPECT_TRUE(torch::equal(cpu[1], a[1]));
+        EXPECT_TRUE(test::same_bits(cpu[0], a[0]));
+        EXPECT_TRUE(test::same_bits(cpu[1], a[1]));
         EXPECT_LE((cpu[2] - a[2]).abs().max().item<double>(), 1e-6 * std::max(1e-6, cpu[2].abs().max().item<double>()));
         EXPECT_EQ(a[2][0].item<float>(), 0.f);
         EXPECT_EQ(a[2][2].item<float>(), 0.f);
@@ -127,8 +129,8 @@ TEST(Cuda, LsqKernelsTakeEitherLayoutAsTheCpuDoes) {
         return std::vector<torch::Tensor>{y.cpu().contiguous(), x.grad().cpu().contiguous(), s.grad().cpu()};
       };
       const auto c = run(torch::kCPU), g = run(torch::kCUDA);
-      EXPECT_TRUE(torch::equal(c[0], g[0]));
-      EXPECT_TRUE(torch::equal(c[1], g[1]));
+      EXPECT_TRUE(test::same_bits(c[0], g[0]));
+      EXPECT_TRUE(test::same_bits(c[1], g[1]));
       EXPECT_NEAR(c[2].item<double>(), g[2].item<double>(), 1e-6 * std::abs(c[2].item<double>()));
     }
 }

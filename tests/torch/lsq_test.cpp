@@ -15,6 +15,7 @@
 
 #include "mpq/common/error.h"
 #include "quant/lsq.h"
+#include "float_bits.h"
 #include "quant/lsq_cpu.h"
 #include "test_util.h"
 
@@ -71,6 +72,8 @@ TEST(Lsq, AllGoldenCases) {
       torch::Tensor y = fused ? lsq_quantize(x, s, t, g, clamp) : lsq_quantize_reference(x, s, t, g, clamp);
       y.backward(get(cases, i, "grad_out"));
       EXPECT_LE((y - get(cases, i, "y")).abs().max().item<double>(), kOutputAtol) << (fused ? "fused" : "reference");
+      // The original's zeros are all +0 (its round_pass adds v back), where rounding alone keeps v's sign.
+      EXPECT_EQ(mpq::test::zeros_of_other_sign(y, get(cases, i, "y")), 0) << (fused ? "fused" : "reference");
       EXPECT_LE((x.grad() - get(cases, i, "grad_x")).abs().max().item<double>(), kOutputAtol);
       const double gs = s.grad().item<double>(), ref = get(cases, i, "grad_s").item<double>();
       EXPECT_LE(std::abs(gs - ref), kGradScaleRtol * std::max(1e-6, std::abs(ref))) << gs << " vs " << ref;
