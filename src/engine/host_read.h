@@ -3,14 +3,18 @@
 
 #include <vector>
 
+#include <ATen/record_function.h>
 #include <torch/types.h>
 
 namespace mpq::engine {
 
 // The values of one-element tensors (any dtype, any device) as doubles, in
-// one transfer: on a GPU, one synchronisation for all of them.
+// one transfer: on a GPU, one synchronisation for all of them. Recorded as
+// mpq::read_scalars for profilers, and for the test that counts what a
+// training step reads back (host_sync_test.cpp).
 inline std::vector<double> read_scalars(const std::vector<torch::Tensor>& ts) {
   if (ts.empty()) return {};
+  RECORD_FUNCTION("mpq::read_scalars", std::vector<c10::IValue>());
   // One dtype (the usual case): stacked as they are (views, one copy), then
   // converted once; mixed dtypes are converted one by one first.
   bool one_dtype = true;
