@@ -1,12 +1,12 @@
 #include "quant/lsq_cpu.h"
 
-#include "quant/lsq_scale.h"
-
 #include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <atomic>
 #include <vector>
+
+#include "quant/lsq_scale.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
@@ -110,7 +110,8 @@ double backward_chunk_baseline(const float* __restrict px, const float* __restri
 // alone, so nothing is contracted that the baseline rounds twice.
 __attribute__((target("avx2"))) void forward_avx2(const float* __restrict px, float* __restrict py, int64_t begin,
                                                   int64_t end, float sv, float n, float p) {
-  const __m256 vs = _mm256_set1_ps(sv), vn = _mm256_set1_ps(n), vp = _mm256_set1_ps(p), magic = _mm256_set1_ps(kRoundMagic);
+  const __m256 vs = _mm256_set1_ps(sv), vn = _mm256_set1_ps(n), vp = _mm256_set1_ps(p);
+  const __m256 magic = _mm256_set1_ps(kRoundMagic);
   int64_t i = begin;
   for (; i + 8 <= end; i += 8) {
     const __m256 v = _mm256_div_ps(_mm256_loadu_ps(px + i), vs);
@@ -124,7 +125,8 @@ __attribute__((target("avx2"))) void forward_avx2(const float* __restrict px, fl
 __attribute__((target("avx2"))) double backward_chunk_avx2(const float* __restrict px, const float* __restrict pg,
                                                            float* __restrict pgx, int64_t begin, int64_t end, float sv,
                                                            float n, float p, bool relu) {
-  const __m256 vs = _mm256_set1_ps(sv), vn = _mm256_set1_ps(n), vp = _mm256_set1_ps(p), magic = _mm256_set1_ps(kRoundMagic);
+  const __m256 vs = _mm256_set1_ps(sv), vn = _mm256_set1_ps(n), vp = _mm256_set1_ps(p);
+  const __m256 magic = _mm256_set1_ps(kRoundMagic);
   __m256d acc = _mm256_setzero_pd();  // lanes 0..3, as the baseline's acc_lo and acc_hi
   int64_t i = begin;
   for (; i + 8 <= end; i += 8) {

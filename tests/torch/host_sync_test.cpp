@@ -129,7 +129,8 @@ StepReads step_reads(const std::string& model) {
   };
   out.fp = finetune(models::make_model(model, {classes, channels}));
   const std::vector<int> four(names.size(), 4);
-  out.w4a4 = finetune(quant::quantize_for_finetune(models::make_model(model, {classes, channels}), names, four, four).net);
+  out.w4a4 =
+      finetune(quant::quantize_for_finetune(models::make_model(model, {classes, channels}), names, four, four).net);
   const std::vector<int> cands = {6, 5, 4, 3, 2};
   auto q = quant::quantize_for_indicators(models::make_model(model, {classes, channels}), cands);
   q.net->to_channels_last();
