@@ -41,7 +41,7 @@ bool synchronises(const std::string& op) {
   static const std::set<std::string> ops = {
       "aten::_local_scalar_dense", "aten::nonzero",  "aten::nonzero_numpy",        "aten::masked_select",
       "aten::equal",               "aten::_unique2", "aten::unique_consecutive",   "aten::unique_dim",
-      "aten::repeat_interleave",   "aten::allclose", "aten::_assert_async"};
+      "aten::repeat_interleave",   "aten::allclose"};
   return ops.count(op) != 0;
 }
 
