@@ -12,6 +12,7 @@
 
 #include "mpq/common/error.h"
 #include "mpq/common/log.h"
+#include "quant/lsq.h"
 
 namespace mpq::engine {
 
@@ -89,6 +90,7 @@ Context make_context(const config::ProcessOptions& c) {
   const int hw = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   torch::set_num_threads(c.threads > 0 ? c.threads : std::max(1, hw / ctx.env.local_world_size));
   ctx.device = pick_device(ctx.env, c.training_device);
+  quant::require_fused_kernels(ctx.device);  // a GPU without code: now, not at the first forward
   apply_cudnn_mode(c.cudnn);
   apply_tf32(c.tf32);
   if (ctx.device.is_cuda() && ctx.rank0() && c.cudnn != "deterministic")

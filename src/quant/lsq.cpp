@@ -2,6 +2,7 @@
 
 #include <torch/autograd.h>
 
+#include <atomic>
 #include <cmath>
 
 #include "mpq/common/error.h"
@@ -40,6 +41,7 @@ class LsqFunction : public torch::autograd::Function<LsqFunction> {
     torch::Tensor y = torch::empty_like(xc);
 #if MPQ_HAVE_CUDA
     if (xc.is_cuda()) {
+      require_fused_kernels(xc.device());
       cuda::lsq_forward(xc, s, index, y, static_cast<float>(neg), static_cast<float>(pos), clamp_scale);
     } else
 #endif
@@ -103,6 +105,23 @@ constexpr bool kHaveCudaKernels = false;
 #endif
 
 }  // namespace
+
+void require_fused_kernels(const torch::Device& d) {
+#if MPQ_HAVE_CUDA
+  if (!d.is_cuda()) return;
+  // The GPUs seen to run the kernels, one bit each (the first 64; others
+  // are asked each time): after the first call a load, not a CUDA call.
+  static std::atomic<uint64_t> runs{0};
+  const int i = d.has_index() ? d.index() : 0;
+  const uint64_t bit = i < 64 ? uint64_t{1} << i : 0;
+  if (bit != 0 && (runs.load(std::memory_order_relaxed) & bit) != 0) return;
+  const std::string missing = cuda::kernels_missing(static_cast<c10::DeviceIndex>(i));
+  if (!missing.empty()) throw RuntimeError(missing);
+  runs.fetch_or(bit, std::memory_order_relaxed);
+#else
+  (void)d;
+#endif
+}
 
 torch::Tensor lsq_quantize_reference(const torch::Tensor& x, const torch::Tensor& s, Thresholds t, double grad_scale,
                                      bool clamp_scale) {

@@ -39,6 +39,11 @@ Thresholds thresholds(int bits, bool all_positive, bool symmetric);
 torch::Tensor lsq_quantize(const torch::Tensor& x, const torch::Tensor& s, Thresholds t, double grad_scale,
                            bool clamp_scale, bool relu = false, int64_t index = 0);
 
+// Throws RuntimeError (one line: the GPU, what the kernels were compiled
+// for, what to do) where `d` is a GPU this build's fused kernels have no
+// code for; nothing on the CPU. The fused op checks each GPU once.
+void require_fused_kernels(const torch::Device& d);
+
 // The straight-through formulation with ordinary ATen ops, as the original
 // writes it; the reference for tests and benchmarks.
 torch::Tensor lsq_quantize_reference(const torch::Tensor& x, const torch::Tensor& s, Thresholds t, double grad_scale,

@@ -8,7 +8,26 @@
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 
+#ifndef MPQ_CUDA_CODES
+#define MPQ_CUDA_CODES "(not recorded)"
+#endif
+
 namespace mpq::quant::cuda {
+
+std::string kernels_missing(c10::DeviceIndex device) {
+  const c10::cuda::CUDAGuard guard(device);
+  cudaFuncAttributes a{};
+  const cudaError_t e = cudaFuncGetAttributes(&a, forward_kernel);
+  if (e == cudaSuccess) return {};
+  (void)cudaGetLastError();  // not sticky: clear it, so no later check reports it
+  if (e != cudaErrorNoKernelImageForDevice && e != cudaErrorInvalidDeviceFunction) C10_CUDA_CHECK(e);
+  const cudaDeviceProp* p = at::cuda::getDeviceProperties(device);
+  return c10::str("cuda:", static_cast<int>(device), " (", p->name, ", compute capability ", p->major, ".", p->minor,
+                  ") cannot run this mpq's CUDA kernels: they were compiled for ", MPQ_CUDA_CODES,
+                  " (TORCH_CUDA_ARCH_LIST at build time). Rebuild with TORCH_CUDA_ARCH_LIST unset (mpq's default "
+                  "covers every GPU its LibTorch runs on) or naming ", p->major, ".", p->minor,
+                  ", or set training_device: cpu");
+}
 
 void lsq_forward(const at::Tensor& x, const at::Tensor& s, int64_t index, const at::Tensor& y, float n, float p,
                  bool clamp_scale) {

@@ -7,7 +7,13 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <string>
+
 namespace mpq::quant::cuda {
+
+// Empty where this build's kernels have code that GPU `device` runs; else
+// one line: the GPU, what the kernels were compiled for, what to do.
+std::string kernels_missing(c10::DeviceIndex device);
 
 // y[i] = round(clamp(x[i] / s', n, p)) * s' with s' = s[index], or
 // clamp(s[index], 1e-5, 1) with `clamp_scale`. x and y: dense float32, one

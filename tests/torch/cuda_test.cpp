@@ -7,16 +7,27 @@
 // needs a GPU skips, with the reason, where none is visible (CI, this
 // project's machines).
 #include <ATen/detail/CUDAHooksInterface.h>
+#include <elf.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <torch/cuda.h>
 #include <torch/serialize.h>
 #include <torch/torch.h>
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
+#include <fstream>
 #include <random>
+#include <set>
+#include <string>
+#include <vector>
 
 #include "engine/context.h"
 #include "engine/joint.h"
@@ -48,7 +59,115 @@ torch::Tensor get(const c10::Dict<c10::IValue, c10::IValue>& d, int i, const cha
   return d.at(std::to_string(i) + "." + key).toTensor();
 }
 
+// One piece of GPU code in a fat binary: a cubin or PTX, and its
+// architecture (75 for sm_75 / compute_75).
+struct GpuCode {
+  bool ptx = false;
+  int arch = 0;
+};
+
+// The GPU code an ELF file carries in its .nv_fatbin section: fat binaries
+// (magic 0xBA55ED50, u16 version, u16 header size, u64 size), each a run of
+// entries (u16 kind: 1 PTX, 2 cubin; u16; u32 header size; u64 size; ...;
+// u32 architecture at byte 28). Only the headers are read (mapped, not
+// loaded: LibTorch's section is some 300 MB).
+std::vector<GpuCode> gpu_code(const std::string& path) {
+  std::vector<GpuCode> out;
+  const int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) return out;
+  struct stat st {};
+  ::fstat(fd, &st);
+  const auto size = static_cast<size_t>(st.st_size);
+  void* map = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+  ::close(fd);
+  if (map == MAP_FAILED) return out;
+  const auto* base = static_cast<const unsigned char*>(map);
+  auto read = [&](size_t at, auto& v) { std::memcpy(&v, base + at, sizeof v); };
+  Elf64_Ehdr eh;
+  read(0, eh);
+  std::vector<Elf64_Shdr> sh(eh.e_shnum);
+  for (size_t i = 0; i < sh.size(); ++i) read(eh.e_shoff + i * eh.e_shentsize, sh[i]);
+  const char* names = reinterpret_cast<const char*>(base + sh.at(eh.e_shstrndx).sh_offset);
+  for (const Elf64_Shdr& h : sh) {
+    if (std::string(names + h.sh_name) != ".nv_fatbin") continue;
+    size_t at = h.sh_offset;
+    const size_t end = h.sh_offset + h.sh_size;
+    while (at + 16 <= end) {
+      uint32_t magic = 0;
+      uint16_t header = 0;
+      uint64_t bytes = 0;
+      read(at, magic);
+      if (magic != 0xBA55ED50u) {  // padding between fat binaries
+        at += 8;
+        continue;
+      }
+      read(at + 6, header);
+      read(at + 8, bytes);
+      for (size_t e = at + header; e < at + header + bytes;) {
+        uint16_t kind = 0;
+        uint32_t entry_header = 0, arch = 0;
+        uint64_t entry_bytes = 0;
+        read(e, kind);
+        read(e + 4, entry_header);
+        read(e + 8, entry_bytes);
+        read(e + 28, arch);
+        if (kind == 1 || kind == 2) out.push_back({kind == 1, static_cast<int>(arch)});
+        e += entry_header + entry_bytes;
+      }
+      at += header + bytes;
+    }
+  }
+  ::munmap(map, size);
+  return out;
+}
+
+// Whether a GPU of architecture `arch` runs some of `code`: a cubin of its
+// major version and no later minor one, or PTX of no later architecture
+// (compiled by the driver when it loads).
+bool runs_on(const std::vector<GpuCode>& code, int arch) {
+  return std::any_of(code.begin(), code.end(), [arch](const GpuCode& c) {
+    return c.ptx ? c.arch <= arch : c.arch / 10 == arch / 10 && c.arch <= arch;
+  });
+}
+
+// The path of a loaded library whose file name is `name`.
+std::string loaded_library(const std::string& name) {
+  std::ifstream maps("/proc/self/maps");
+  for (std::string line; std::getline(maps, line);) {
+    const size_t slash = line.rfind('/');
+    if (slash != std::string::npos && line.compare(slash + 1, std::string::npos, name) == 0)
+      return line.substr(line.find('/'));
+  }
+  return {};
+}
+
 }  // namespace
+
+// Needs no GPU: mpq's kernels (compiled into this binary) have code for every
+// GPU architecture LibTorch itself has code for, so that no GPU PyTorch runs
+// on refuses mpq's, and PTX for GPUs after them.
+TEST(CudaBuild, KernelsRunOnEveryGpuLibTorchRunsOn) {
+  if (!at::detail::getCUDAHooks().isBuilt()) GTEST_SKIP() << "a CPU-only LibTorch: mpq has no CUDA kernels";
+  const std::vector<GpuCode> mine = gpu_code("/proc/self/exe");
+  const std::string lib = loaded_library("libtorch_cuda.so");
+  ASSERT_FALSE(lib.empty()) << "libtorch_cuda.so is not loaded";
+  const std::vector<GpuCode> theirs = gpu_code(lib);
+  ASSERT_FALSE(mine.empty()) << "no GPU code in this binary";
+  ASSERT_FALSE(theirs.empty()) << "no GPU code found in " << lib;
+  std::set<int> archs;
+  for (const GpuCode& c : theirs) archs.insert(c.arch);
+  std::string mine_text;
+  for (const GpuCode& c : mine) mine_text += (c.ptx ? " compute_" : " sm_") + std::to_string(c.arch);
+  for (const int a : archs) EXPECT_TRUE(runs_on(mine, a)) << "LibTorch runs on sm_" << a << ", mpq's kernels do not:"
+                                                          << mine_text;
+  EXPECT_TRUE(std::any_of(mine.begin(), mine.end(), [](const GpuCode& c) { return c.ptx; }))
+      << "no PTX for GPUs after these:" << mine_text;
+  // What the rule is: sm_86's code runs on 8.9, not on 8.0 or 9.0; PTX of 7.5 on all three.
+  EXPECT_TRUE(runs_on({{false, 86}}, 89));
+  EXPECT_FALSE(runs_on({{false, 86}}, 80));
+  EXPECT_FALSE(runs_on({{false, 86}}, 90));
+  EXPECT_TRUE(runs_on({{true, 75}}, 80) && runs_on({{true, 75}}, 90) && runs_on({{true, 75}}, 120));
+}
 
 TEST(Cuda, LsqGoldenCasesOnTheGpu) {
   MPQ_NEEDS_GOLDEN();
