@@ -10,7 +10,8 @@
 #   3. an NCCL group of one under torchrun (--set dist_backend=nccl), with
 #      synchronised BatchNorm (its all-reduces on NCCL)
 #   4. bad input there: a LOCAL_RANK past the device count, CUDA_VISIBLE_DEVICES
-#      empty where training_device asks for a GPU (each one line, exit 2)
+#      empty where training_device asks for a GPU (each one line, exit 2), a
+#      plugin whose kernels have no code for this GPU (one line, exit 1)
 #   5. FP, W4A4 and joint steps of ResNet-20 (28x28, batch 128) and ResNet-18
 #      (224x224, batch 256) in mpq, with the host synchronisations of one
 #      step of each, the host's part of a step, the kernels of one step of
@@ -109,13 +110,18 @@ bounded 150 "$torchrun" --no-python --nproc_per_node=1 --master_port=29611 "$mpq
 fi
 
 if want badinput; then
-step "bad input on a GPU machine: a LOCAL_RANK past the device count, no visible GPU where one is asked for"
+step "bad input on a GPU machine: a LOCAL_RANK past the devices, no visible GPU, kernels for another GPU"
 # Each is one line and exit 2 before any work (README: Exit codes).
 LOCAL_RANK=1 bounded 60 "$mpq" finetune configs/fashion_mnist_resnet20_fp.yaml "${common[@]}" --set training_device=gpu \
   --set name=bad_rank 2>&1 | tail -2; echo "LOCAL_RANK=1 with one GPU: exit ${PIPESTATUS[0]} (2 expected)"
 CUDA_VISIBLE_DEVICES= bounded 60 "$mpq" finetune configs/fashion_mnist_resnet20_fp.yaml "${common[@]}" \
   --set training_device=gpu --set name=bad_hidden 2>&1 | tail -2
 echo "CUDA_VISIBLE_DEVICES empty, training_device: gpu: exit ${PIPESTATUS[0]} (2 expected)"
+# A plugin whose kernels were built for sm_80 alone, on this GPU: one line
+# naming the GPU and what to rebuild with, exit 1, before any training.
+MPQ_TORCH_PLUGIN="$d/bin/sm80/libmpq_torch.so" bounded 60 "$mpq" finetune configs/fashion_mnist_resnet20_fp.yaml \
+  "${common[@]}" --set training_device=gpu --set name=bad_arch 2>&1 | tail -2
+echo "kernels for sm_80 alone on this GPU: exit ${PIPESTATUS[0]} (1 expected)"
 fi
 
 if want bench; then

@@ -3,7 +3,8 @@
 # a lent GPU machine, in the git-ignored folder .device/ (name it in the
 # device tool's `carry`):
 #   bin/     mpq, libmpq_torch.so, the CUDA and LSQ test binaries and
-#            qat_bench, built here against the torch 2.11.0+cu130 wheel's
+#            qat_bench (and in bin/sm80 a plugin whose kernels are for sm_80
+#            alone, to be refused there), built here against the torch 2.11.0+cu130 wheel's
 #            LibTorch (the GPU machine's own torch is the same build) and
 #            without OpenCV (-DMPQ_WITH_OPENCV=OFF: Debian's OpenCV pulls in
 #            over a hundred libraries; ImageFolder is refused there)
@@ -23,10 +24,17 @@ d=.device
   exit 1
 }
 MPQ_BUILD_DIR=build-device bash scripts/build.sh -DMPQ_WITH_OPENCV=OFF -DMPQ_WITH_ONNX=OFF
+# The same plugin with CUDA kernels for sm_80 alone, which the check's GPU
+# (Hopper or later) cannot run: mpq must refuse it in one line before any
+# training (ccache makes this build mostly the one above).
+cmake -S . -B build-device-sm80 -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$(bash scripts/install_torch.sh)" \
+  -DMPQ_WITH_OPENCV=OFF -DMPQ_WITH_ONNX=OFF -DTORCH_CUDA_ARCH_LIST=8.0 >/dev/null
+cmake --build build-device-sm80 -j "$(nproc)" --target mpq_torch
 rm -rf "$d/bin" "$d/lib" "$d/golden" "$d/data"
-mkdir -p "$d/bin" "$d/lib" "$d/golden" "$d/data"
+mkdir -p "$d/bin/sm80" "$d/lib" "$d/golden" "$d/data"
 bins=(mpq libmpq_torch.so cuda_test lsq_test joint_step_test qat_bench)
 for b in "${bins[@]}"; do cp "build-device/$b" "$d/bin/"; done
+cp build-device-sm80/libmpq_torch.so "$d/bin/sm80/"
 # What the GPU machine has of its own: LibTorch and CUDA (in its torch), the
 # C and C++ runtimes.
 own='libtorch|libc10|libcuda|libcudnn|libcublas|libnccl|libnvrtc|libnvshmem|libcufft|libcurand|libcusparse|libcufile|libcupti|libnvJitLink|libnvToolsExt|libcaffe2|libgomp|libc\.so|libm\.so|libstdc\+\+|libgcc_s|ld-linux|libdl\.so|librt\.so|libutil\.so|libresolv\.so|libpthread|linux-vdso'
