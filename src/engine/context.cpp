@@ -9,6 +9,9 @@
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <torch/cuda.h>
 #include <torch/torch.h>
+#if MPQ_HAVE_CUDA
+#include <cuda_runtime_api.h>
+#endif
 
 #include "mpq/common/error.h"
 #include "mpq/common/log.h"
@@ -18,18 +21,53 @@ namespace mpq::engine {
 
 namespace {
 
+// Why CUDA has no device for this process although a driver is installed:
+// a driver older than this LibTorch's CUDA, GPUs not ready (error 802: the
+// fabric manager of an NVSwitch machine not running), and the like. Empty
+// where there is no driver, no GPU or none visible (CUDA_VISIBLE_DEVICES),
+// or CUDA works, and in a CPU build.
+std::string cuda_unusable() {
+#if MPQ_HAVE_CUDA
+  int n = 0;
+  const cudaError_t e = cudaGetDeviceCount(&n);
+  if (e == cudaSuccess || e == cudaErrorNoDevice) return {};
+  (void)cudaGetLastError();  // clear it for whoever asks next
+  int runtime = 0;
+  (void)cudaRuntimeGetVersion(&runtime);
+  auto version = [](int v) { return std::to_string(v / 1000) + "." + std::to_string(v % 1000 / 10); };
+  if (e == cudaErrorInsufficientDriver) {
+    int driver = 0;
+    if (cudaDriverGetVersion(&driver) != cudaSuccess || driver == 0) return {};  // no driver at all
+    return "the NVIDIA driver supports CUDA " + version(driver) + " and this mpq's LibTorch needs CUDA " +
+           version(runtime) + " (update the driver: nvidia-smi shows the CUDA version it supports)";
+  }
+  return std::string("CUDA ") + version(runtime) + " finds no usable GPU: error " + std::to_string(static_cast<int>(e)) +
+         ", " + cudaGetErrorString(e) + " (nvidia-smi and the driver's log say more)";
+#else
+  return {};
+#endif
+}
+
 // The device this process trains on (training_device): cuda:LOCAL_RANK
 // where CUDA is, made the current device so that nothing lands on GPU 0 by
-// default; the CPU where asked or where no GPU is.
+// default; the CPU where asked or where no GPU is, with a warning where GPUs
+// are there but CUDA cannot use them.
 torch::Device pick_device(const dist::Env& env, const std::string& training_device) {
   if (training_device == "cpu") return torch::kCPU;
   const bool want_gpu = training_device == "gpu" || training_device == "cuda";
   if (!torch::cuda::is_available()) {
+    const bool built = at::detail::getCUDAHooks().isBuilt();
+    const std::string unusable = cuda_unusable();
     MPQ_CHECK(!want_gpu, "training_device: ", training_device, ", but ",
-              at::detail::getCUDAHooks().isBuilt() ? "no CUDA device is visible to this process (check the driver with nvidia-smi, and "
-                                 "CUDA_VISIBLE_DEVICES)"
-                               : "this mpq's LibTorch is a CPU build (rebuild against the CUDA one scripts/install_torch.sh installs)",
+              !built ? "this mpq's LibTorch is a CPU build (rebuild against the CUDA one scripts/install_torch.sh "
+                       "installs)"
+              : unusable.empty() ? "no CUDA device is visible to this process (check the driver with nvidia-smi, and "
+                                   "CUDA_VISIBLE_DEVICES)"
+                                 : "CUDA cannot be used here: " + unusable,
               "; or set training_device: auto or cpu");
+    if (!unusable.empty() && env.rank == 0)
+      mpq::log::warn("training_device: {}: training on the CPU, because CUDA cannot be used here: {}", training_device,
+                     unusable);
     return torch::kCPU;
   }
   const auto n = static_cast<int>(torch::cuda::device_count());

@@ -7,6 +7,8 @@
 
 #include <torch/cuda.h>
 
+#include <algorithm>
+
 #include "dist/dist.h"
 
 namespace {
@@ -214,6 +216,38 @@ TEST(Distributed, AGpuAskedForWhereThereIsNoneIsAConfigError) {
                                  " --set dataloader.fraction=0.125", f.dir);
   EXPECT_EQ(cpu.code, 0) << cpu.err;
   EXPECT_NE(cpu.err.find("device cpu"), std::string::npos) << cpu.err;
+}
+
+// GPUs that CUDA cannot use, with a stand-in for the driver's libcuda.so.1:
+// a driver too old for this LibTorch's CUDA, and GPUs not ready (error 802).
+// training_device: gpu is one line naming the cause, exit 2; auto trains on
+// the CPU with a warning that names it, not silently.
+TEST(Distributed, GpusCudaCannotUseAreNamed) {
+#ifndef MPQ_FAKE_CUDA_DIR
+  GTEST_SKIP() << "a CPU-only LibTorch: no CUDA runtime to ask";
+#else
+  Fixture f;
+  const std::string old_driver = "LD_LIBRARY_PATH=" MPQ_FAKE_CUDA_DIR "old${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}";
+  const std::string not_ready = "LD_LIBRARY_PATH=" MPQ_FAKE_CUDA_DIR "not_ready${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}";
+  const Result old = mpq_run("finetune " + f.config("o", "fp", "training_device: gpu\n"), f.dir, old_driver);
+  EXPECT_EQ(old.code, 2) << old.err;
+  EXPECT_NE(old.err.find("training_device: gpu, but CUDA cannot be used here: the NVIDIA driver supports CUDA 12.2 "
+                         "and this mpq's LibTorch needs CUDA 13."),
+            std::string::npos)
+      << old.err;
+  EXPECT_EQ(std::count(old.err.begin(), old.err.end(), '\n'), 1) << old.err;
+  const Result busy = mpq_run("finetune " + f.config("n", "fp", "training_device: gpu\n"), f.dir, not_ready);
+  EXPECT_EQ(busy.code, 2) << busy.err;
+  EXPECT_NE(busy.err.find("finds no usable GPU: error 802, system not yet initialized"), std::string::npos) << busy.err;
+  const Result cpu = mpq_run("finetune " + f.config("a", "fp", "epochs: 1\n") + " --set dataloader.fraction=0.125",
+                             f.dir, not_ready);
+  EXPECT_EQ(cpu.code, 0) << cpu.err;
+  EXPECT_NE(cpu.err.find("warning: training_device: auto: training on the CPU, because CUDA cannot be used here: "
+                         "CUDA 13."),
+            std::string::npos)
+      << cpu.err;
+  EXPECT_NE(cpu.err.find("device cpu"), std::string::npos) << cpu.err;
+#endif
 }
 
 TEST(Distributed, TorchrunLaunchesMpq) {

@@ -96,8 +96,10 @@ struct Result {
   std::string err, out;
 };
 
-inline Result mpq_run(const std::string& args, const TempDir& dir) {
-  const std::string cmd = std::string(MPQ_BINARY) + " " + args + " >" + dir.file("stdout") + " 2>" + dir.file("stderr");
+// `env`: variables for the command, as the shell takes them ("A=1 B=2").
+inline Result mpq_run(const std::string& args, const TempDir& dir, const std::string& env = "") {
+  const std::string cmd =
+      env + " " + std::string(MPQ_BINARY) + " " + args + " >" + dir.file("stdout") + " 2>" + dir.file("stderr");
   const int status = std::system(cmd.c_str());
   return {WIFEXITED(status) ? WEXITSTATUS(status) : 128, mpq::test::read_all(dir.file("stderr")),
           mpq::test::read_all(dir.file("stdout"))};
