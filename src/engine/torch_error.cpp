@@ -37,9 +37,23 @@ std::string describe_torch_error(const c10::Error& e) {
     if (const size_t cut = m.find(" Including non-PyTorch memory"); cut != std::string::npos) m.resize(cut);
     return "out of memory: " + m + " Lower dataloader.batch_size (it is per process), or free the memory.";
   }
-  if (dynamic_cast<const c10::AcceleratorError*>(&e) != nullptr)
+  if (const auto* a = dynamic_cast<const c10::AcceleratorError*>(&e)) {
+    // CUDA's error codes (driver_types.h) for what is no kernel's failure.
+    switch (a->get_error_code()) {
+      case 46:  // cudaErrorDevicesUnavailable, when the process takes the GPU
+        return "GPU unavailable: " + m + " Another process holds it in exclusive mode, or its compute mode "
+               "forbids use (nvidia-smi's column Compute M.): give this process another with CUDA_VISIBLE_DEVICES.";
+      case 98:   // cudaErrorInvalidDeviceFunction
+      case 209:  // cudaErrorNoKernelImageForDevice
+      case 222:  // cudaErrorUnsupportedPtxVersion
+        return "GPU not supported: " + m + " A kernel has no code this GPU runs: LibTorch's wheel, and mpq by "
+               "default, have code for compute capability 7.5 and later, with a driver for their CUDA.";
+      default:
+        break;
+    }
     return "GPU failure: " + m + " CUDA reports a kernel's failure at a later call: rerun with "
            "CUDA_LAUNCH_BLOCKING=1 to name the operation that failed, and report it if it is one of mpq's.";
+  }
   return "torch: " + joined(e.what_without_backtrace());
 }
 

@@ -43,6 +43,32 @@ TEST(TorchError, AGpuFailureSaysHowToFindTheOperation) {
   EXPECT_EQ(s.find("TORCH_USE_CUDA_DSA"), std::string::npos) << s;
 }
 
+// No kernel's failure, and no advice to look for one: a GPU another process
+// holds (exclusive compute mode, as clusters set it), one without code.
+TEST(TorchError, AGpuHeldElsewhereOrWithoutCodeSaysSo) {
+  const c10::AcceleratorError busy(kHere, 46,
+                                   "CUDA error: CUDA-capable device(s) is/are busy or unavailable\nCUDA kernel errors "
+                                   "might be asynchronously reported at some other API call\n");
+  const std::string b = mpq::engine::describe_torch_error(busy);
+  EXPECT_TRUE(one_line(b)) << b;
+  EXPECT_EQ(b.rfind("GPU unavailable: CUDA error: CUDA-capable device(s) is/are busy or unavailable Another "
+                    "process",
+                    0),
+            0u)
+      << b;
+  EXPECT_NE(b.find("CUDA_VISIBLE_DEVICES"), std::string::npos) << b;
+  EXPECT_EQ(b.find("CUDA_LAUNCH_BLOCKING"), std::string::npos) << b;
+  const c10::AcceleratorError image(kHere, 209,
+                                    "CUDA error: no kernel image is available for execution on the device\n");
+  const std::string i = mpq::engine::describe_torch_error(image);
+  EXPECT_EQ(i.rfind("GPU not supported: CUDA error: no kernel image is available for execution on the device A kernel",
+                    0),
+            0u)
+      << i;
+  EXPECT_NE(i.find("compute capability 7.5 and later"), std::string::npos) << i;
+  EXPECT_EQ(i.find("CUDA_LAUNCH_BLOCKING"), std::string::npos) << i;
+}
+
 TEST(TorchError, OtherErrorsKeepTheirWholeMessageOnOneLine) {
   const c10::Error e(kHere, "Given groups=1, weight of size [16, 3, 3, 3], expected input[2, 1, 8, 8] to have 3 "
                             "channels, but got 1 channels instead\n  while running conv1\n");
