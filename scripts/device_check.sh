@@ -111,7 +111,7 @@ fi
 
 if want badinput; then
 step "bad input on a GPU machine: a LOCAL_RANK past the devices, no visible GPU, kernels for another GPU"
-# Each is one line and exit 2 before any work (README: Exit codes).
+# Each is one line before any work, exit 2 for the first two (README: Exit codes).
 LOCAL_RANK=1 bounded 60 "$mpq" finetune configs/fashion_mnist_resnet20_fp.yaml "${common[@]}" --set training_device=gpu \
   --set name=bad_rank 2>&1 | tail -2; echo "LOCAL_RANK=1 with one GPU: exit ${PIPESTATUS[0]} (2 expected)"
 CUDA_VISIBLE_DEVICES= bounded 60 "$mpq" finetune configs/fashion_mnist_resnet20_fp.yaml "${common[@]}" \
