@@ -9,6 +9,10 @@
 #include "quant/lsq_cpu.h"
 #include "quant/lsq_scale.h"
 #if MPQ_HAVE_CUDA
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+
 #include "quant/lsq_cuda.h"
 #endif
 
@@ -23,6 +27,47 @@ Thresholds thresholds(int bits, bool all_positive, bool symmetric) {
 }
 
 namespace {
+
+#if MPQ_HAVE_CUDA
+// The CUDA kernels on x's GPU and its current stream (lsq_cuda.h). s: the
+// candidates' scales, contiguous float32 on that GPU; x, y, go, gx: dense
+// float32 in one layout; gs: s's size.
+void cuda_forward(const torch::Tensor& x, const torch::Tensor& s, int64_t index, const torch::Tensor& y, float n,
+                  float p, bool clamp_scale) {
+  const c10::cuda::CUDAGuard guard(x.device());
+  C10_CUDA_CHECK(cuda::forward(x.const_data_ptr<float>(), y.mutable_data_ptr<float>(), x.numel(),
+                               s.const_data_ptr<float>() + index, n, p, clamp_scale,
+                               c10::cuda::getCurrentCUDAStream().stream()));
+}
+
+void cuda_backward(const torch::Tensor& x, const torch::Tensor& go, const torch::Tensor& s, int64_t index,
+                   const torch::Tensor& gx, const torch::Tensor& gs, float n, float p, double g, bool clamp_scale,
+                   bool relu) {
+  const c10::cuda::CUDAGuard guard(x.device());
+  const torch::Tensor partial = torch::empty({cuda::backward_partials(x.numel())}, x.options().dtype(torch::kDouble));
+  C10_CUDA_CHECK(cuda::backward(x.const_data_ptr<float>(), go.const_data_ptr<float>(), gx.mutable_data_ptr<float>(),
+                                x.numel(), s.const_data_ptr<float>(), index, s.numel(), n, p, g, clamp_scale, relu,
+                                partial.mutable_data_ptr<double>(), gs.mutable_data_ptr<float>(),
+                                c10::cuda::getCurrentCUDAStream().stream()));
+}
+
+// Empty where GPU `device` runs this build's kernels; else one line: the GPU,
+// what the kernels were compiled for, what to do.
+std::string kernels_missing(c10::DeviceIndex device) {
+  const c10::cuda::CUDAGuard guard(device);
+  const cudaError_t e = cuda::kernel_image();
+  if (e == cudaSuccess) return {};
+  (void)cudaGetLastError();  // not sticky: clear it, so no later check reports it
+  if (e != cudaErrorNoKernelImageForDevice && e != cudaErrorInvalidDeviceFunction) C10_CUDA_CHECK(e);
+  cudaDeviceProp p{};
+  C10_CUDA_CHECK(cudaGetDeviceProperties(&p, device));
+  return c10::str("cuda:", static_cast<int>(device), " (", p.name, ", compute capability ", p.major, ".", p.minor,
+                  ") cannot run this mpq's CUDA kernels: they were compiled for ", cuda::compiled_for(),
+                  " (TORCH_CUDA_ARCH_LIST at build time). Rebuild with TORCH_CUDA_ARCH_LIST unset (mpq's default "
+                  "covers every GPU its LibTorch runs on) or naming ", p.major, ".", p.minor,
+                  ", or set training_device: cpu");
+}
+#endif
 
 // Whether two tensors of one shape lay their elements out in the same order
 // (strides of size-1 dimensions do not matter).
@@ -42,7 +87,7 @@ class LsqFunction : public torch::autograd::Function<LsqFunction> {
 #if MPQ_HAVE_CUDA
     if (xc.is_cuda()) {
       require_fused_kernels(xc.device());
-      cuda::lsq_forward(xc, s, index, y, static_cast<float>(neg), static_cast<float>(pos), clamp_scale);
+      cuda_forward(xc, s, index, y, static_cast<float>(neg), static_cast<float>(pos), clamp_scale);
     } else
 #endif
     {
@@ -83,7 +128,7 @@ class LsqFunction : public torch::autograd::Function<LsqFunction> {
 #if MPQ_HAVE_CUDA
     if (x.is_cuda()) {
       gs = torch::empty_like(s);
-      cuda::lsq_backward(x, go, s, index, gx, gs, n, p, g, clamp_scale, relu);
+      cuda_backward(x, go, s, index, gx, gs, n, p, g, clamp_scale, relu);
     } else
 #endif
     {
@@ -115,7 +160,7 @@ void require_fused_kernels(const torch::Device& d) {
   const int i = d.has_index() ? d.index() : 0;
   const uint64_t bit = i < 64 ? uint64_t{1} << i : 0;
   if (bit != 0 && (runs.load(std::memory_order_relaxed) & bit) != 0) return;
-  const std::string missing = cuda::kernels_missing(static_cast<c10::DeviceIndex>(i));
+  const std::string missing = kernels_missing(static_cast<c10::DeviceIndex>(i));
   if (!missing.empty()) throw RuntimeError(missing);
   runs.fetch_or(bit, std::memory_order_relaxed);
 #else
