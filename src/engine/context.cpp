@@ -41,8 +41,9 @@ std::string cuda_unusable() {
     return "the NVIDIA driver supports CUDA " + version(driver) + " and this mpq's LibTorch needs CUDA " +
            version(runtime) + " (update the driver: nvidia-smi shows the CUDA version it supports)";
   }
-  return std::string("CUDA ") + version(runtime) + " finds no usable GPU: error " + std::to_string(static_cast<int>(e)) +
-         ", " + cudaGetErrorString(e) + " (nvidia-smi and the driver's log say more)";
+  return std::string("CUDA ") + version(runtime) + " finds no usable GPU: error " +
+         std::to_string(static_cast<int>(e)) + ", " + cudaGetErrorString(e) +
+         " (nvidia-smi and the driver's log say more)";
 #else
   return {};
 #endif
