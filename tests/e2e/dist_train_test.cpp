@@ -236,9 +236,10 @@ TEST(Distributed, GpusCudaCannotUseAreNamed) {
             std::string::npos)
       << old.err;
   EXPECT_EQ(std::count(old.err.begin(), old.err.end(), '\n'), 1) << old.err;
-  const Result busy = mpq_run("finetune " + f.config("n", "fp", "training_device: gpu\n"), f.dir, not_ready);
-  EXPECT_EQ(busy.code, 2) << busy.err;
-  EXPECT_NE(busy.err.find("finds no usable GPU: error 802, system not yet initialized"), std::string::npos) << busy.err;
+  const Result unready = mpq_run("finetune " + f.config("n", "fp", "training_device: gpu\n"), f.dir, not_ready);
+  EXPECT_EQ(unready.code, 2) << unready.err;
+  EXPECT_NE(unready.err.find("finds no usable GPU: error 802, system not yet initialized"), std::string::npos)
+      << unready.err;
   const Result cpu = mpq_run("finetune " + f.config("a", "fp", "epochs: 1\n") + " --set dataloader.fraction=0.125",
                              f.dir, not_ready);
   EXPECT_EQ(cpu.code, 0) << cpu.err;
