@@ -24,7 +24,10 @@
 // (config key cudnn; benchmark, mpq's default, otherwise); MPQ_TF32=0
 // cuDNN's float32 convolutions in full float32 (config key tf32: false;
 // TF32 where the GPU has it, PyTorch's default, otherwise); MPQ_BATCH=N
-// another batch size.
+// another batch size; MPQ_HW=N another image size (MPQ_BATCH=1 MPQ_HW=8 on
+// the CPU: steps with almost no arithmetic, so mostly the host's cost of
+// dispatching operators and building the autograd graph, which is what a
+// small network's step on a GPU waits for).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -235,6 +238,11 @@ int main(int argc, char** argv) {
     int batch, channels, hw, classes;
   } cases[] = {{"resnet20", 128, 1, 28, 10}, {"resnet18", 16, 3, 224, 1000}, {"mobilenetv1", 16, 3, 224, 1000}};
   const torch::Device dev = bench_device();
+  if (dev.is_cuda() && std::max<int>(dev.index(), 0) >= static_cast<int>(torch::cuda::device_count())) {
+    std::fprintf(stderr, "qat_bench: MPQ_DEVICE=%s, but %d CUDA device(s) are visible here\n", dev.str().c_str(),
+                 static_cast<int>(torch::cuda::device_count()));
+    return 2;
+  }
   const char* cudnn = std::getenv("MPQ_CUDNN");
   const std::string cudnn_mode = cudnn ? cudnn : "benchmark";
   if (!config::is_cudnn_mode(cudnn_mode)) {
@@ -247,6 +255,8 @@ int main(int argc, char** argv) {
   engine::apply_tf32(tf32_on);
   if (const char* b = std::getenv("MPQ_BATCH"))
     for (auto& c : cases) c.batch = std::atoi(b);
+  if (const char* hw = std::getenv("MPQ_HW"))
+    for (auto& c : cases) c.hw = std::atoi(hw);
   std::printf("device %s, threads %d, cudnn %s, tf32 %s\n| model | batch | FP step (ms) | W4A4 step (ms) | ratio | FP img/s | W4A4 img/s | "
               "joint 6..2 img/s | joint / FP |\n|---|---|---|---|---|---|---|---|---|\n",
               dev.str().c_str(), torch::get_num_threads(), cudnn_mode.c_str(), tf32_on ? "on" : "off");
