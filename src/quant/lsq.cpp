@@ -1,9 +1,16 @@
 #include "quant/lsq.h"
 
-#include <torch/autograd.h>
+#include <ATen/record_function.h>
+#include <torch/csrc/autograd/function.h>
+#include <torch/csrc/autograd/functions/utils.h>
+#include <torch/csrc/autograd/saved_variable.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <memory>
+#include <mutex>
+#include <string>
 
 #include "mpq/common/error.h"
 #include "quant/lsq_cpu.h"
@@ -77,71 +84,103 @@ bool same_layout(const torch::Tensor& a, const torch::Tensor& b) {
   return true;
 }
 
-class LsqFunction : public torch::autograd::Function<LsqFunction> {
- public:
-  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& s,
-                               double neg, double pos, double grad_scale, bool clamp_scale, bool relu, int64_t index) {
+// The op's backward as an autograd node of its own, built the way PyTorch's
+// generated operators build theirs (not through torch::autograd::Function,
+// whose context keeps the op's arguments in a map of named values and
+// wraps inputs and outputs generically): the op runs once per quantizer,
+// forward and backward, in every step, and where the step is bound by
+// the host's time to queue its work (a small network on a GPU), that
+// bookkeeping is a share of the step.
+struct LsqBackward final : torch::autograd::Node {
+  torch::autograd::SavedVariable x, s;
+  float neg = 0, pos = 0;
+  double grad_scale = 0;
+  bool clamp_scale = false, relu = false;
+  int64_t index = 0;
+
+  std::string name() const override { return "mpq::LsqBackward"; }
+  void release_variables() override {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    x.reset_data();
+    s.reset_data();
+  }
+  torch::autograd::variable_list apply(torch::autograd::variable_list&& grads) override {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    torch::autograd::variable_list out(2);
+    if (!grads[0].defined()) return out;
+    torch::Tensor xs = x.unpack();
+    const torch::Tensor ss = s.unpack();
+    // The gradient in the input's layout, so element i of each is the same
+    // element; where the layout is ambiguous (one channel, 1x1), both NCHW.
+    torch::Tensor go = grads[0].contiguous(xs.suggest_memory_format());
+    if (!same_layout(go, xs)) {
+      xs = xs.contiguous();
+      go = grads[0].contiguous();
+    }
+    torch::Tensor gx = torch::empty_like(xs);
+    torch::Tensor gs;
+#if MPQ_HAVE_CUDA
+    if (xs.is_cuda()) {
+      gs = torch::empty_like(ss);
+      cuda_backward(xs, go, ss, index, gx, gs, neg, pos, grad_scale, clamp_scale, relu);
+    } else
+#endif
+    {
+      const float s_raw = ss.data_ptr<float>()[index];
+      const double sum = cpu::backward(xs.data_ptr<float>(), go.data_ptr<float>(), gx.data_ptr<float>(), xs.numel(),
+                                       scale_used(s_raw, clamp_scale), neg, pos, relu, cpu::isa());
+      gs = torch::empty_like(ss);
+      float* const gp = gs.data_ptr<float>();
+      std::fill(gp, gp + gs.numel(), 0.f);
+      gp[index] = scale_gets_gradient(s_raw, clamp_scale) ? static_cast<float>(sum * grad_scale) : 0.f;
+    }
+    if (task_should_compute_output(0)) out[0] = std::move(gx);
+    if (task_should_compute_output(1)) out[1] = std::move(gs);
+    return out;
+  }
+};
+
+torch::Tensor lsq_fused(const torch::Tensor& x, const torch::Tensor& s, Thresholds t, double grad_scale,
+                        bool clamp_scale, bool relu, int64_t index) {
+  RECORD_FUNCTION("mpq::lsq_quantize", std::vector<c10::IValue>());
+  std::shared_ptr<LsqBackward> node;
+  if (torch::autograd::compute_requires_grad(x, s)) {
+    node = std::shared_ptr<LsqBackward>(new LsqBackward(), torch::autograd::deleteNode);
+    node->set_next_edges(torch::autograd::collect_next_edges(x, s));
+  }
+  const auto neg = static_cast<float>(t.neg), pos = static_cast<float>(t.pos);
+  torch::Tensor xc, y;
+  {
+    // The op's own tensors (a copy into one layout, the output) are no
+    // operations autograd records.
+    const at::AutoDispatchBelowADInplaceOrView below_autograd;
     // Any dense layout (NCHW or channels-last): the kernels walk memory.
-    const torch::Tensor xc = x.contiguous(x.suggest_memory_format());
-    torch::Tensor y = torch::empty_like(xc);
+    xc = x.contiguous(x.suggest_memory_format());
+    y = torch::empty_like(xc);
 #if MPQ_HAVE_CUDA
     if (xc.is_cuda()) {
       require_fused_kernels(xc.device());
-      cuda_forward(xc, s, index, y, static_cast<float>(neg), static_cast<float>(pos), clamp_scale);
+      cuda_forward(xc, s, index, y, neg, pos, clamp_scale);
     } else
 #endif
     {
       cpu::forward(xc.data_ptr<float>(), y.data_ptr<float>(), xc.numel(),
-                   scale_used(s.data_ptr<float>()[index], clamp_scale), static_cast<float>(neg),
-                   static_cast<float>(pos), cpu::isa());
+                   scale_used(s.data_ptr<float>()[index], clamp_scale), neg, pos, cpu::isa());
     }
-    ctx->save_for_backward({xc, s});
-    ctx->saved_data["neg"] = neg;
-    ctx->saved_data["pos"] = pos;
-    ctx->saved_data["grad_scale"] = grad_scale;
-    ctx->saved_data["clamp_scale"] = clamp_scale;
-    ctx->saved_data["relu"] = relu;
-    ctx->saved_data["index"] = index;
-    return y;
   }
-
-  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
-                                                 torch::autograd::variable_list grad_out) {
-    const auto saved = ctx->get_saved_variables();
-    torch::Tensor x = saved[0];
-    const torch::Tensor& s = saved[1];
-    const float n = static_cast<float>(ctx->saved_data["neg"].toDouble());
-    const float p = static_cast<float>(ctx->saved_data["pos"].toDouble());
-    const double g = ctx->saved_data["grad_scale"].toDouble();
-    const bool clamp_scale = ctx->saved_data["clamp_scale"].toBool();
-    const bool relu = ctx->saved_data["relu"].toBool();
-    const int64_t index = ctx->saved_data["index"].toInt();
-    // The gradient in the input's layout, so element i of each is the same
-    // element; where the layout is ambiguous (one channel, 1x1), both NCHW.
-    torch::Tensor go = grad_out[0].contiguous(x.suggest_memory_format());
-    if (!same_layout(go, x)) {
-      x = x.contiguous();
-      go = grad_out[0].contiguous();
-    }
-    torch::Tensor gx = torch::empty_like(x);
-    torch::Tensor gs;
-#if MPQ_HAVE_CUDA
-    if (x.is_cuda()) {
-      gs = torch::empty_like(s);
-      cuda_backward(x, go, s, index, gx, gs, n, p, g, clamp_scale, relu);
-    } else
-#endif
-    {
-      const float s_raw = s.data_ptr<float>()[index];
-      const double sum = cpu::backward(x.data_ptr<float>(), go.data_ptr<float>(), gx.data_ptr<float>(), x.numel(),
-                                       scale_used(s_raw, clamp_scale), n, p, relu, cpu::isa());
-      gs = torch::zeros_like(s);
-      gs.data_ptr<float>()[index] = scale_gets_gradient(s_raw, clamp_scale) ? static_cast<float>(sum * g) : 0.f;
-    }
-    return {gx, gs, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor(),
-            torch::Tensor()};
+  if (node) {
+    torch::autograd::set_history(y, node);
+    node->x = torch::autograd::SavedVariable(xc, /*is_output=*/false);
+    node->s = torch::autograd::SavedVariable(s, /*is_output=*/false);
+    node->neg = neg;
+    node->pos = pos;
+    node->grad_scale = grad_scale;
+    node->clamp_scale = clamp_scale;
+    node->relu = relu;
+    node->index = index;
   }
-};
+  return y;
+}
 
 #if MPQ_HAVE_CUDA
 constexpr bool kHaveCudaKernels = true;
@@ -186,7 +225,7 @@ torch::Tensor lsq_quantize(const torch::Tensor& x, const torch::Tensor& s, Thres
   const bool fused_device = x.device().is_cpu() || (kHaveCudaKernels && x.is_cuda());
   if (fused_device && x.scalar_type() == torch::kFloat && s.scalar_type() == torch::kFloat &&
       s.device() == x.device() && s.is_contiguous())
-    return LsqFunction::apply(x, s, t.neg, t.pos, grad_scale, clamp_scale, relu, index);
+    return lsq_fused(x, s, t, grad_scale, clamp_scale, relu, index);
   return lsq_quantize_reference(relu ? torch::relu(x) : x, s.dim() == 0 ? s : s.narrow(0, index, 1), t, grad_scale,
                                 clamp_scale);
 }

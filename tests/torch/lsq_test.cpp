@@ -265,3 +265,51 @@ TEST(Lsq, QuantizerInitialisesOncePerBitWidth) {
   EXPECT_TRUE(params.contains("s"));
   EXPECT_TRUE(w->named_buffers().contains("init_state"));
 }
+
+// The op's backward node keeps autograd's rules: inputs that need no
+// gradient get none (and the others theirs, as when both need one); no
+// node under no_grad; a saved input changed in place, or a second backward
+// through freed buffers, is refused as PyTorch refuses it for its own ops.
+TEST(Lsq, TheOpsBackwardNodeFollowsAutogradsRules) {
+  torch::manual_seed(5);
+  const Thresholds t = thresholds(4, false, false);
+  const torch::Tensor x0 = torch::randn({3, 4, 5, 5}), go = torch::randn({3, 4, 5, 5});
+  const torch::Tensor s0 = torch::tensor({0.1f, 0.3f});
+  torch::Tensor x = x0.clone().requires_grad_(true), s = s0.clone().requires_grad_(true);
+  torch::Tensor y = lsq_quantize(x, s, t, 0.05, false, false, 1);
+  EXPECT_EQ(y.grad_fn()->name(), "mpq::LsqBackward");
+  y.backward(go);
+  const torch::Tensor gx = x.grad().clone(), gs = s.grad().clone();
+
+  torch::Tensor x_only = x0.clone().requires_grad_(true);
+  lsq_quantize(x_only, s0, t, 0.05, false, false, 1).backward(go);
+  EXPECT_TRUE(torch::equal(x_only.grad(), gx));
+  torch::Tensor s_only = s0.clone().requires_grad_(true);
+  lsq_quantize(x0, s_only, t, 0.05, false, false, 1).backward(go);
+  EXPECT_TRUE(torch::equal(s_only.grad(), gs));
+
+  {
+    torch::NoGradGuard no_grad;
+    const torch::Tensor yn = lsq_quantize(x, s, t, 0.05, false, false, 1);
+    EXPECT_FALSE(yn.requires_grad());
+    EXPECT_TRUE(torch::equal(yn, y.detach()));
+  }
+  EXPECT_FALSE(lsq_quantize(x0, s0, t, 0.05, false, false, 1).requires_grad());
+
+  torch::Tensor xm = x0.clone().requires_grad_(true);
+  torch::Tensor h = xm * 1;  // a non-leaf, changed in place after the op saved it
+  torch::Tensor ym = lsq_quantize(h, s, t, 0.05, false, false, 1);
+  h.add_(1);
+  EXPECT_THROW(ym.backward(go), c10::Error);
+
+  torch::Tensor xr = x0.clone().requires_grad_(true);
+  torch::Tensor yr = lsq_quantize(xr, s, t, 0.05, false, false, 1);
+  yr.backward(go);
+  EXPECT_THROW(yr.backward(go), c10::Error);  // its saved tensors are freed
+  torch::Tensor xk = x0.clone().requires_grad_(true), sk = s0.clone().requires_grad_(true);
+  torch::Tensor yk = lsq_quantize(xk, sk, t, 0.05, false, false, 1);
+  yk.backward(go, /*retain_graph=*/true);
+  yk.backward(go);
+  EXPECT_TRUE(torch::equal(xk.grad(), gx * 2));
+  EXPECT_TRUE(torch::equal(sk.grad(), gs * 2));
+}
