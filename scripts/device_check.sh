@@ -18,7 +18,9 @@
 #      each under LibTorch's profiler (their traces to $OUT/step_traces.tgz),
 #      ResNet-20's FP and W4A4 steps also replayed as CUDA graphs (what
 #      launching kernels one by one costs), ResNet-18 also with cudnn:
-#      heuristic against mpq's default benchmark;
+#      heuristic against mpq's default benchmark; the LSQ op on the GPU
+#      (lsq_bench: fused against composed on large tensors, and one call's
+#      cost on a tiny one against torch's ReLU, the host's part);
 #      then the same steps of the original LIMPQ in PyTorch eager
 # Runs here too, on the CPU, as a check of everything but the GPU parts
 # (MPQ_DEVICE_DRY=1: CPU, tiny step counts).
@@ -139,6 +141,8 @@ b18=$([ "$dry" = 1 ] && echo 4 || echo 256)
 MPQ_DEVICE_WORK=$traces MPQ_DEVICE=$bdev MPQ_CASE=resnet18 MPQ_BATCH=$b18 bounded 200 "$d/bin/qat_bench" $n 2>&1
 tar czf "$out/step_traces.tgz" -C "$traces" . &&
   echo "device_check: step traces in step_traces.tgz ($(du -k "$out/step_traces.tgz" | cut -f1) KiB)"
+step "the LSQ op on its own: fused against composed, and one call's cost against torch's ReLU"
+MPQ_DEVICE=$bdev bounded 60 "$d/bin/lsq_bench" $([ "$dry" = 1 ] && echo 1 || echo 11) 2 2>&1
 step "the same ResNet-18 steps with cudnn: heuristic (what benchmark, the default, buys)"
 MPQ_CUDNN=heuristic MPQ_DEVICE=$bdev MPQ_CASE=resnet18 MPQ_BATCH=$b18 bounded 120 "$d/bin/qat_bench" $(( n > 9 ? 9 : n )) 2>&1
 fi

@@ -2,10 +2,11 @@
 # Prepares, on this (GPU-less) machine, what scripts/device_check.sh needs on
 # a lent GPU machine, in the git-ignored folder .device/ (name it in the
 # device tool's `carry`):
-#   bin/     mpq, libmpq_torch.so, the CUDA and LSQ test binaries and
-#            qat_bench (and in bin/sm80 a plugin whose kernels are for sm_80
-#            alone, to be refused there), built here against the torch 2.11.0+cu130 wheel's
-#            LibTorch (the GPU machine's own torch is the same build) and
+#   bin/     mpq, libmpq_torch.so, the CUDA and LSQ test binaries,
+#            qat_bench and lsq_bench (and in bin/sm80 a plugin whose kernels
+#            are for sm_80 alone, to be refused there), built here against
+#            the torch 2.11.0+cu130 wheel's LibTorch (the GPU machine's own
+#            torch is the same build) and
 #            without OpenCV (-DMPQ_WITH_OPENCV=OFF: Debian's OpenCV pulls in
 #            over a hundred libraries; ImageFolder is refused there)
 #   lib/     the Debian libraries those need that are neither LibTorch's, CUDA's
@@ -32,14 +33,14 @@ cmake -S . -B build-device-sm80 -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="
 cmake --build build-device-sm80 -j "$(nproc)" --target mpq_torch
 rm -rf "$d/bin" "$d/lib" "$d/golden" "$d/data"
 mkdir -p "$d/bin/sm80" "$d/lib" "$d/golden" "$d/data"
-bins=(mpq libmpq_torch.so cuda_test lsq_test joint_step_test qat_bench)
+bins=(mpq libmpq_torch.so cuda_test lsq_test joint_step_test qat_bench lsq_bench)
 for b in "${bins[@]}"; do cp "build-device/$b" "$d/bin/"; done
 cp build-device-sm80/libmpq_torch.so "$d/bin/sm80/"
 # What the GPU machine has of its own: LibTorch and CUDA (in its torch), the
 # C and C++ runtimes.
 own='libtorch|libc10|libcuda|libcudnn|libcublas|libnccl|libnvrtc|libnvshmem|libcufft|libcurand|libcusparse|libcufile|libcupti|libnvJitLink|libnvToolsExt|libcaffe2|libgomp|libc\.so|libm\.so|libstdc\+\+|libgcc_s|ld-linux|libdl\.so|librt\.so|libutil\.so|libresolv\.so|libpthread|linux-vdso'
 for b in "${bins[@]}"; do
-  ldd "$d/bin/$b" | awk '$2 == "=>" && $3 ~ /^\// {print $1, $3}' | grep -v -E "^($own)" | while read -r name path; do
+  ldd "$d/bin/$b" | awk '$2 == "=>" && $3 ~ /^\// {print $1, $3}' | { grep -v -E "^($own)" || true; } | while read -r name path; do
     cp -L "$path" "$d/lib/$name"
   done
 done
