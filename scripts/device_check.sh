@@ -63,7 +63,15 @@ mpq="$d/bin/mpq"
 step machine
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 || echo "no nvidia-smi"
 "$py" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "gpu", torch.cuda.is_available() and torch.cuda.get_device_name(0))'
-ldd "$d/bin/libmpq_torch.so" | grep "not found" && echo "device_check: libraries missing (above)"
+# The binaries were built on Debian 12 (GCC 12's C++ runtime, GLIBCXX_3.4.30;
+# glibc 2.34 at most). Where this machine's libstdc++ is older, the one
+# carried in lib-cxx goes first (not otherwise: a newer one serves both, an
+# older one in front would break this machine's own libraries).
+if ldd "$d"/bin/* 2>&1 | grep -q -E "version .(GLIBCXX|CXXABI)_[0-9.]+. not found"; then
+  export LD_LIBRARY_PATH="$d/lib-cxx:$LD_LIBRARY_PATH"
+  echo "device_check: this machine's libstdc++ is older than Debian 12's: the carried one goes first"
+fi
+ldd "$d"/bin/* 2>&1 | grep "not found" | sort -u && echo "device_check: libraries missing (above)"
 
 if want tests; then
 step "CUDA and LSQ tests"

@@ -11,6 +11,8 @@
 #            over a hundred libraries; ImageFolder is refused there)
 #   lib/     the Debian libraries those need that are neither LibTorch's, CUDA's
 #            nor the C runtime's (yaml-cpp, spdlog, fmt, CBC and its solvers)
+#   lib-cxx/ Debian 12's libstdc++ and libgcc_s, used there only where the
+#            machine's own are older than the binaries need
 #   golden/  the golden LSQ cases (../shared/golden does not travel)
 #   data/    Fashion-MNIST (Debian's dataset-fashion-mnist), 20000 training images
 #   limpq/   a checkout of the original (1hunters/LIMPQ), which this script
@@ -31,11 +33,15 @@ MPQ_BUILD_DIR=build-device bash scripts/build.sh -DMPQ_WITH_OPENCV=OFF -DMPQ_WIT
 cmake -S . -B build-device-sm80 -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$(bash scripts/install_torch.sh)" \
   -DMPQ_WITH_OPENCV=OFF -DMPQ_WITH_ONNX=OFF -DTORCH_CUDA_ARCH_LIST=8.0 >/dev/null
 cmake --build build-device-sm80 -j "$(nproc)" --target mpq_torch
-rm -rf "$d/bin" "$d/lib" "$d/golden" "$d/data"
+rm -rf "$d/bin" "$d/lib" "$d/lib-cxx" "$d/golden" "$d/data"
 mkdir -p "$d/bin/sm80" "$d/lib" "$d/golden" "$d/data"
 bins=(mpq libmpq_torch.so cuda_test lsq_test joint_step_test qat_bench lsq_bench)
 for b in "${bins[@]}"; do cp "build-device/$b" "$d/bin/"; done
 cp build-device-sm80/libmpq_torch.so "$d/bin/sm80/"
+# Debian 12's C++ runtime, for a GPU machine whose own is older (the check
+# puts it first only then).
+mkdir -p "$d/lib-cxx"
+cp -L "$(g++ -print-file-name=libstdc++.so.6)" "$(g++ -print-file-name=libgcc_s.so.1)" "$d/lib-cxx/"
 # What the GPU machine has of its own: LibTorch and CUDA (in its torch), the
 # C and C++ runtimes.
 own='libtorch|libc10|libcuda|libcudnn|libcublas|libnccl|libnvrtc|libnvshmem|libcufft|libcurand|libcusparse|libcufile|libcupti|libnvJitLink|libnvToolsExt|libcaffe2|libgomp|libc\.so|libm\.so|libstdc\+\+|libgcc_s|ld-linux|libdl\.so|librt\.so|libutil\.so|libresolv\.so|libpthread|linux-vdso'
