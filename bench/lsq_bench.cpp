@@ -19,24 +19,19 @@
 #include <torch/torch.h>
 
 #include "mpq/common/malloc_tuning.h"
+#include "torch_bench.h"
 #include "quant/lsq.h"
 #include "quant/lsq_cpu.h"
 
 using namespace mpq::quant;
 
+using mpq::bench::bench_device;
+using mpq::bench::finish;
+using mpq::bench::median;
+
 namespace {
 
 enum class Variant { kComposed, kFusedBaseline, kFused };
-
-torch::Device bench_device() {
-  const char* d = std::getenv("MPQ_DEVICE");
-  return d ? torch::Device(d) : torch::Device(torch::kCPU);
-}
-
-// Waits for the work queued on `d`, so that a timing ends with it.
-void finish(const torch::Device& d) {
-  if (d.is_cuda()) torch::cuda::synchronize(d.index());
-}
 
 double step_ms(const torch::Tensor& x0, const torch::Tensor& go, Variant v, bool all_positive) {
   const Thresholds t = thresholds(4, all_positive, false);
@@ -70,11 +65,6 @@ double call_us(const torch::Device& d, int calls, Op&& op) {
   return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() / calls;
 }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -83,12 +73,7 @@ int main(int argc, char** argv) {
   std::fprintf(stderr, "%s\n", mpq::tune_malloc_for_training().c_str());
   if (argc > 2) torch::set_num_threads(std::atoi(argv[2]));
   torch::manual_seed(0);
-  const torch::Device dev = bench_device();
-  if (dev.is_cuda() && std::max<int>(dev.index(), 0) >= static_cast<int>(torch::cuda::device_count())) {
-    std::fprintf(stderr, "lsq_bench: MPQ_DEVICE=%s, but %d CUDA device(s) are visible here\n", dev.str().c_str(),
-                 static_cast<int>(torch::cuda::device_count()));
-    return 2;
-  }
+  const torch::Device dev = bench_device("lsq_bench");
   const bool avx2 = dev.is_cpu() && cpu::isa() == cpu::Isa::kAvx2;
   struct Case {
     const char* name;

@@ -54,6 +54,7 @@
 #include "models/bn_relu.h"
 #include "models/zoo.h"
 #include "mpq/common/malloc_tuning.h"
+#include "torch_bench.h"
 #include "mpq/config/config.h"
 #include "mpq/search/geometry.h"
 #include "engine/context.h"
@@ -63,20 +64,14 @@
 
 using namespace mpq;
 
+using mpq::bench::bench_device;
+using mpq::bench::finish;
+using mpq::bench::median;
+
 namespace {
 
 // The layout of mpq's training (config key channels_last), unless MPQ_NCHW is set.
 bool channels_last() { return std::getenv("MPQ_NCHW") == nullptr; }
-
-torch::Device bench_device() {
-  const char* d = std::getenv("MPQ_DEVICE");
-  return d ? torch::Device(d) : torch::Device(torch::kCPU);
-}
-
-// Waits for the GPU's queued work, so that a step's time is its whole time.
-void finish(const torch::Device& d) {
-  if (d.is_cuda()) torch::cuda::synchronize(d.index());
-}
 
 // The host synchronisations `f` makes, counted with CUDA's sync debug mode
 // (each synchronising call warns); -1 on the CPU.
@@ -175,11 +170,6 @@ struct Trainer {
   std::vector<double> host;
 };
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
 // MPQ_CUDA_GRAPH=1, on a GPU: the median time of `steps` replays of one of
 // t's steps captured as a CUDA graph (PyTorch's recipe for a whole network:
 // warm-up steps on a side stream, then forward, backward and SGD captured
@@ -237,12 +227,7 @@ int main(int argc, char** argv) {
     const char* model;
     int batch, channels, hw, classes;
   } cases[] = {{"resnet20", 128, 1, 28, 10}, {"resnet18", 16, 3, 224, 1000}, {"mobilenetv1", 16, 3, 224, 1000}};
-  const torch::Device dev = bench_device();
-  if (dev.is_cuda() && std::max<int>(dev.index(), 0) >= static_cast<int>(torch::cuda::device_count())) {
-    std::fprintf(stderr, "qat_bench: MPQ_DEVICE=%s, but %d CUDA device(s) are visible here\n", dev.str().c_str(),
-                 static_cast<int>(torch::cuda::device_count()));
-    return 2;
-  }
+  const torch::Device dev = bench_device("qat_bench");
   const char* cudnn = std::getenv("MPQ_CUDNN");
   const std::string cudnn_mode = cudnn ? cudnn : "benchmark";
   if (!config::is_cudnn_mode(cudnn_mode)) {
